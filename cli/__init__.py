@@ -1,0 +1,1 @@
+"""Command line: run workflow JSON headless, and queue batches on ComfyUI servers."""

@@ -1,0 +1,1 @@
+"""Frame-consistency post-pass and temporal quality metrics."""

@@ -1,0 +1,1 @@
+"""Model files to ready networks: safetensors (mmap), format detection, key renames, dtype and fp8."""

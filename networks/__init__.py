@@ -1,0 +1,1 @@
+"""nn.Module definitions (Wan DiT, Wan VAE, umT5, CLIP vision). No I/O."""

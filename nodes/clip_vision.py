@@ -1,0 +1,4 @@
+"""Nodes of the 'clip_vision' stage."""
+from __future__ import annotations
+
+NODE_CLASSES: list[type] = []

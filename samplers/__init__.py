@@ -1,0 +1,1 @@
+"""Flow-matching schedules, solvers, guidance, the denoising loop and edit modes."""
