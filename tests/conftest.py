@@ -2,12 +2,36 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("VIDEODIT_STANDALONE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _RepoRootIsAPlainFolder:
+    """Collect the repository root as a folder, not as a package.
+
+    The root is a package for ComfyUI (which imports its ``__init__.py`` by path), but a
+    clone's folder name is often not a Python identifier (``ComfyUI-VideoDiT``), and pytest
+    would try to import it under that name. Tests import the installed ``comfyui_videodit``.
+    Registered as a global plugin because a conftest's own hooks do not reach its parent folder.
+    """
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if path.resolve() == REPO_ROOT:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_RepoRootIsAPlainFolder(), "videodit-repo-root-as-folder")
 
 
 @pytest.fixture(autouse=True)
