@@ -56,8 +56,10 @@ def detect_kind(keys: Iterable[str]) -> str:
     if has("SelfAttention.relative_attention_bias") or has("pos_embedding.embedding.weight") or (
             has("encoder.block.0.layer.0.SelfAttention.q.weight")):
         return KIND_UMT5
-    if has("vision_model.embeddings") or has("visual.conv1.weight") or has(
-            "visual.transformer.resblocks"):
+    if (has("vision_model.embeddings") or has("visual.conv1.weight")  # ComfyUI / open-clip
+            or "visual.patch_embedding.weight" in keyset                 # Wan's original .pth
+            or ("embeddings.patch_embedding.weight" in keyset            # transformers 5, bare
+                and has("encoder.layers."))):
         return KIND_CLIP_VISION
     return KIND_UNKNOWN
 

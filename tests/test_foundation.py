@@ -91,3 +91,15 @@ def test_wrong_kind_names_the_right_loader():
     assert detect_kind(dit_keys) == KIND_WAN_DIT
     with pytest.raises(InputError, match="is a Wan VAE.*VideoDiT VAE Loader"):
         require_kind(vae_keys, KIND_WAN_DIT, file_name="wan_2.1_vae.safetensors", input="model_name")
+
+
+def test_clip_vision_layouts_are_recognised():
+    from comfyui_videodit.model_loaders.detect import KIND_CLIP_VISION
+    layouts = [
+        ["vision_model.embeddings.patch_embedding.weight", "vision_model.encoder.layers.0.mlp.fc1.weight"],
+        ["visual.conv1.weight", "visual.transformer.resblocks.0.ln_1.weight"],
+        ["visual.patch_embedding.weight", "visual.transformer.0.attn.to_qkv.weight"],
+        ["embeddings.patch_embedding.weight", "encoder.layers.0.mlp.fc1.weight"],
+    ]
+    for keys in layouts:
+        assert detect_kind(keys) == KIND_CLIP_VISION, keys
