@@ -8,7 +8,24 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m comfyui_videodit",
                                      description="ComfyUI-VideoDiT command line")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from . import queue_client, run
+
+    run_parser = commands.add_parser(
+        "run", help="run a workflow headless with this pack's nodes",
+        description="Run a workflow file (UI or API format) in this process and print the "
+                    "paths of its outputs. Existing files are never overwritten.")
+    run.add_arguments(run_parser)
+    run_parser.set_defaults(handler=run.run_from_args)
+
+    queue_parser = commands.add_parser(
+        "queue", help="queue a batch of jobs on ComfyUI servers (resumable)",
+        description="Queue jobs (sweeps, seeds, a jobs file) on one or more ComfyUI servers, "
+                    "download the outputs and keep a manifest. Re-run the same command to "
+                    "resume; Ctrl-C cancels what this client queued.")
+    queue_client.add_arguments(queue_parser)
+    queue_parser.set_defaults(handler=queue_client.run_from_args)
     return parser
 
 

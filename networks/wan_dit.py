@@ -1,0 +1,377 @@
+"""The Wan diffusion transformer (Wan 2.1 T2V/I2V/FLF2V, Wan 2.2 TI2V and A14B experts).
+
+Module names mirror Wan's original checkpoints (``blocks.N.self_attn.q``, ``ffn.0``,
+``modulation``, ``head.head`` ...), so an original or ComfyUI file loads with
+``load_state_dict`` as it is, and a diffusers file after the rename in
+``model_loaders/wan_dit_keys.py``.
+
+One block, with ``e`` the per-sample (or, for TI2V, per-token) time modulation::
+
+    x = x + gate1 * self_attn(modulate(norm1(x), shift1, scale1))      # 3-axis RoPE inside
+    x = x + cross_attn(norm3(x), text [+ image])                        # norm3 has weights
+    x = x + gate2 * ffn(modulate(norm2(x), shift2, scale2))
+
+Norms, modulation and residual sums run in float32 (as the reference does); the matmuls and
+attention run in the compute dtype.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .quantized_linear import QuantizedLinear
+
+MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
+CLIP_TOKENS = 257           # CLIP ViT-H/14 tokens per image (Wan 2.1 I2V / FLF2V)
+CLIP_DIM = 1280
+ROPE_MAX_POSITIONS = 1024   # positions per axis the rotary tables cover
+ROPE_THETA = 10000.0
+
+
+@dataclass
+class WanDiTConfig:
+    model_type: str = "t2v"             # "t2v" | "i2v" (CLIP image tokens) | "flf2v" | "ti2v"
+    in_dim: int = 16                    # noise channels (+ y channels for I2V)
+    out_dim: int = 16
+    dim: int = 1536
+    ffn_dim: int = 8960
+    num_heads: int = 12
+    num_layers: int = 30
+    text_dim: int = 4096
+    freq_dim: int = 256
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    eps: float = 1e-6
+    text_len: int = 512
+    cross_attn_norm: bool = True        # every released model has norm3 weights
+    image_dim: int = CLIP_DIM
+    # CLIP image tokens in cross-attention: Wan 2.1 I2V/FLF2V yes; Wan 2.2 A14B I2V (y only) no.
+    clip_input: bool | None = None      # None: from model_type
+    fp8_linears: bool = False           # block linears as QuantizedLinear (fp8 weights)
+    fp8_dtype: torch.dtype = field(default=torch.float8_e4m3fn)
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        self.patch_size = tuple(self.patch_size)
+        if self.clip_input is None:
+            self.clip_input = self.model_type in ("i2v", "flf2v")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def has_image_input(self) -> bool:
+        return bool(self.clip_input)
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding ``[cos | sin]`` of flat timesteps (float64 angles, float32 out)."""
+    half = dim // 2
+    position = timesteps.to(torch.float64)
+    frequencies = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64,
+                                                   device=timesteps.device) / half)
+    angles = torch.outer(position, frequencies)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).to(torch.float32)
+
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """Channels of a head given to (frame, height, width) rotations; height = width."""
+    spatial = 2 * (head_dim // 6)
+    return head_dim - 2 * spatial, spatial, spatial
+
+
+def rope_rotations(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
+    """Unit complex rotations ``[tokens, 1, head_dim/2]`` (complex64) for a (frames, h, w) grid.
+
+    Channel pair i of every head turns by position x frequency along one axis, the frame axis
+    taking the first ``t_dim/2`` pairs, then height, then width. Angles are formed in float64
+    like the reference's tables.
+    """
+    frames, height, width = grid
+    tables = []
+    for axis_dim, length, shape in zip(rope_axis_dims(head_dim), grid,
+                                       ((frames, 1, 1), (1, height, 1), (1, 1, width))):
+        if length > ROPE_MAX_POSITIONS:
+            raise ValueError(f"{length} patches along one axis exceed the rotary table "
+                             f"({ROPE_MAX_POSITIONS})")
+        inv_freq = 1.0 / ROPE_THETA ** (torch.arange(0, axis_dim, 2, dtype=torch.float64,
+                                                     device=device) / axis_dim)
+        angles = torch.outer(torch.arange(length, dtype=torch.float64, device=device), inv_freq)
+        tables.append(angles.reshape(*shape, -1).expand(frames, height, width, -1))
+    angles = torch.cat(tables, dim=-1).reshape(frames * height * width, 1, head_dim // 2)
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+
+
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs of ``x`` [B, L, heads, D] (one complex multiply in float32;
+    returns float32)."""
+    pairs = torch.view_as_complex(x.to(torch.float32).unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotations).flatten(-2)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over all heads' channels together; computes and returns float32 (the caller
+    casts once, after RoPE where one follows)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32, returning float32 (callers modulate in float32)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+
+
+def _linear(config: WanDiTConfig, in_features: int, out_features: int) -> nn.Module:
+    if config.fp8_linears:
+        return QuantizedLinear(in_features, out_features, fp8_dtype=config.fp8_dtype)
+    return nn.Linear(in_features, out_features)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """SDPA over [B, L, heads*D] projections; returns [B, L, heads*D]."""
+    q, k, v = (rearrange(t, "b l (n d) -> b n l d", n=heads) for t in (q, k, v))
+    return rearrange(F.scaled_dot_product_attention(q, k, v), "b n l d -> b l (n d)")
+
+
+class WanSelfAttention(nn.Module):
+    def __init__(self, config: WanDiTConfig):
+        super().__init__()
+        dim = config.dim
+        self.num_heads = config.num_heads
+        self.q = _linear(config, dim, dim)
+        self.k = _linear(config, dim, dim)
+        self.v = _linear(config, dim, dim)
+        self.o = _linear(config, dim, dim)
+        self.norm_q = RMSNorm(dim, config.eps)
+        self.norm_k = RMSNorm(dim, config.eps)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        heads = self.num_heads
+        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, (heads, -1)), rope).to(x.dtype)
+        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, (heads, -1)), rope).to(x.dtype)
+        v = self.v(x).unflatten(-1, (heads, -1))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.o(rearrange(out, "b n l d -> b l (n d)"))
+
+
+class WanCrossAttention(nn.Module):
+    """Attention from video tokens to the text tokens, plus (I2V/FLF2V) to the CLIP tokens."""
+
+    def __init__(self, config: WanDiTConfig):
+        super().__init__()
+        dim = config.dim
+        self.num_heads = config.num_heads
+        self.text_len = config.text_len
+        self.q = _linear(config, dim, dim)
+        self.k = _linear(config, dim, dim)
+        self.v = _linear(config, dim, dim)
+        self.o = _linear(config, dim, dim)
+        self.norm_q = RMSNorm(dim, config.eps)
+        self.norm_k = RMSNorm(dim, config.eps)
+        self.has_image_input = config.has_image_input
+        if self.has_image_input:
+            self.k_img = _linear(config, dim, dim)
+            self.v_img = _linear(config, dim, dim)
+            self.norm_k_img = RMSNorm(dim, config.eps)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        q = self.norm_q(self.q(x)).to(dtype)
+        image_tokens = context.shape[1] - self.text_len
+        text = context[:, image_tokens:]
+        out = _attention(q, self.norm_k(self.k(text)).to(dtype), self.v(text), self.num_heads)
+        if self.has_image_input and image_tokens > 0:
+            image = context[:, :image_tokens]
+            out = out + _attention(q, self.norm_k_img(self.k_img(image)).to(dtype),
+                                   self.v_img(image), self.num_heads)
+        return self.o(out)
+
+
+class WanAttentionBlock(nn.Module):
+    def __init__(self, config: WanDiTConfig):
+        super().__init__()
+        dim = config.dim
+        self.norm1 = LayerNorm(dim, config.eps, elementwise_affine=False)
+        self.self_attn = WanSelfAttention(config)
+        self.norm3 = (LayerNorm(dim, config.eps, elementwise_affine=True)
+                      if config.cross_attn_norm else nn.Identity())
+        self.cross_attn = WanCrossAttention(config)
+        self.norm2 = LayerNorm(dim, config.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(_linear(config, dim, config.ffn_dim), nn.GELU(approximate="tanh"),
+                                 _linear(config, config.ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.zeros(1, 6, dim))
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor,
+                rope: torch.Tensor) -> torch.Tensor:
+        """x: float32 residual stream [B, L, dim]; e: [B, 1 or L, 6, dim] float32; the
+        sub-layers compute in the context's dtype."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = (
+            self.modulation.float().unsqueeze(0) + e).unbind(2)
+        dtype = context.dtype
+        y = self.self_attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1).to(dtype), rope)
+        x = torch.addcmul(x, y.float(), gate1)
+        x = x + self.cross_attn(self.norm3(x).to(dtype), context).float()
+        y = self.ffn(torch.addcmul(shift2, self.norm2(x), 1 + scale2).to(dtype))
+        return torch.addcmul(x, y.float(), gate2)
+
+
+class Head(nn.Module):
+    def __init__(self, config: WanDiTConfig):
+        super().__init__()
+        self.norm = LayerNorm(config.dim, config.eps, elementwise_affine=False)
+        self.head = nn.Linear(config.dim, config.out_dim * math.prod(config.patch_size))
+        self.modulation = nn.Parameter(torch.zeros(1, 2, config.dim))
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        # x: float32 residual stream; e: [B, 1 or L, dim] float32 (time embedding, unprojected)
+        # The small output projection runs in float32: the prediction feeds the solver's
+        # update directly, and bf16 rounding of it would be the largest error left.
+        shift, scale = (self.modulation.float().unsqueeze(0) + e.unsqueeze(2)).unbind(2)
+        return F.linear(torch.addcmul(shift, self.norm(x), 1 + scale), self.head.weight.float(),
+                        self.head.bias.float())
+
+
+class MLPProj(nn.Module):
+    """CLIP image tokens -> model width (Wan 2.1 I2V); FLF2V adds a learned position per token."""
+
+    def __init__(self, config: WanDiTConfig):
+        super().__init__()
+        in_dim, out_dim = config.image_dim, config.dim
+        self.proj = nn.Sequential(LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(),
+                                  nn.Linear(in_dim, out_dim), LayerNorm(out_dim))
+        if config.model_type == "flf2v":
+            self.emb_pos = nn.Parameter(torch.zeros(1, 2 * CLIP_TOKENS, in_dim))
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "emb_pos"):
+            tokens = self.emb_pos.shape[1]
+            if image_embeds.shape[1] != tokens:  # [2B, 257, C] -> [B, 514, C] (first, last)
+                image_embeds = image_embeds.reshape(-1, tokens, image_embeds.shape[-1])
+            image_embeds = image_embeds + self.emb_pos.to(image_embeds.dtype)
+        norm_in, fc1, act, fc2, norm_out = self.proj
+        hidden = fc1(norm_in(image_embeds).to(fc1.weight.dtype))
+        return norm_out(fc2(act(hidden)))
+
+
+class WanDiT(nn.Module):
+    def __init__(self, config: WanDiTConfig):
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size,
+                                         stride=config.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim),
+                                            nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(),
+                                            nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(WanAttentionBlock(config) for _ in range(config.num_layers))
+        self.head = Head(config)
+        if config.has_image_input:
+            self.img_emb = MLPProj(config)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, *,
+                y: torch.Tensor | None = None,
+                clip_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow prediction ``[B, out_dim, T, h, w]`` in ``x``'s dtype.
+
+        timestep: ``[B]`` (sigma x 1000) or ``[B, tokens]`` per patch token (Wan 2.2 TI2V: the
+        given first-frame tokens carry 0), tokens ordered frame, row, column.
+        context: ``[B, <=text_len, text_dim]`` text embeddings, zero-padded to text_len here.
+        y: ``[B, C_y, T, h, w]`` concatenated to x on channels (Wan 2.1 I2V mask + image latent).
+        clip_features: ``[B, 257, 1280]`` CLIP tokens (I2V) or ``[B, 514, 1280]`` (FLF2V).
+        """
+        cfg = self.config
+        out_dtype = x.dtype
+        dtype = self.compute_dtype
+        if y is not None:
+            x = torch.cat([x, y.to(x.dtype)], dim=1)
+        if x.shape[1] != cfg.in_dim:
+            raise ValueError(f"the model takes {cfg.in_dim} input channels (noise + y), got "
+                             f"{x.shape[1]}")
+        batch, _, frames, height, width = x.shape
+        pt, ph, pw = cfg.patch_size
+        grid = (frames // pt, height // ph, width // pw)
+        tokens = math.prod(grid)
+
+        x = self.patch_embedding(x.to(dtype))
+        # The residual stream stays float32 (as in Wan's own code); sub-layers compute in dtype.
+        x = rearrange(x, "b c f h w -> b (f h w) c").float()
+        rope = rope_rotations(grid, cfg.head_dim, x.device)
+
+        e, e0 = self._time_embeddings(timestep, batch, tokens, x.device)
+        context = self._context(context, clip_features, dtype)
+
+        for block in self.blocks:
+            x = block(x, e0, context, rope)
+
+        x = self.head(x, e)
+        x = rearrange(x, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
+                      f=grid[0], h=grid[1], w=grid[2], pf=pt, ph=ph, pw=pw)
+        return x.to(out_dtype)
+
+    def _time_embeddings(self, timestep: torch.Tensor, batch: int, tokens: int,
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(e [B, 1|L, dim], e0 [B, 1|L, 6, dim]) in float32, as the reference computes them."""
+        timestep = torch.as_tensor(timestep, device=device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(batch)
+        if timestep.ndim == 1:
+            timestep = timestep[:, None]
+        if timestep.ndim != 2 or timestep.shape[0] != batch or timestep.shape[1] not in (1, tokens):
+            raise ValueError(f"timestep must be [B] or [B, {tokens}] (one per patch token), got "
+                             f"{tuple(timestep.shape)}")
+        per_token = timestep.shape[1]
+        sinusoid = timestep_embedding(timestep.flatten(), self.config.freq_dim)
+        e = _float32_mlp(self.time_embedding, sinusoid)
+        # The 6x wider projection runs in the weights' dtype: widening its weight each step
+        # would cost more than the whole time embedding (diffusers and ComfyUI do the same).
+        projection = self.time_projection[1].weight.dtype
+        e0 = self.time_projection(e.to(projection)).float()
+        return (e.reshape(batch, per_token, -1),
+                e0.reshape(batch, per_token, 6, self.config.dim))
+
+    def _context(self, context: torch.Tensor, clip_features: torch.Tensor | None,
+                 dtype: torch.dtype) -> torch.Tensor:
+        text_len = self.config.text_len
+        if context.shape[1] > text_len:
+            raise ValueError(f"context has {context.shape[1]} tokens; the model takes {text_len}")
+        if context.shape[1] < text_len:
+            context = F.pad(context, (0, 0, 0, text_len - context.shape[1]))
+        context = self.text_embedding(context.to(dtype))
+        if self.config.has_image_input and clip_features is not None:
+            image = self.img_emb(clip_features.to(dtype)).to(dtype)
+            context = torch.cat([image, context], dim=1)
+        return context
+
+
+def _float32_mlp(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run a small Linear/activation stack in float32 whatever the weights' dtype."""
+    for layer in mlp:
+        if isinstance(layer, nn.Linear):
+            x = F.linear(x, layer.weight.float(), layer.bias.float())
+        else:
+            x = layer(x)
+    return x

@@ -1,0 +1,91 @@
+"""Start (and end) images -> image-to-video conditioning for every Wan image-to-video form.
+
+Two forms exist and the sampler keeps the one the model was trained with:
+* extra input channels ``y`` (Wan 2.1 I2V / FLF2V, Wan 2.2 A14B I2V): 4 mask channels saying
+  which frames are given + the VAE latent of the given frames with zeros elsewhere, plus the
+  CLIP-vision tokens of the image(s);
+* clean first latent frame(s) (Wan 2.2 TI2V 5B and TI2V-style models): the image's latent is
+  pasted into the video latent and its tokens get timestep 0.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .conditioning import VideoDiTConditioning
+from .denoise import FIRST_FRAMES_KEY
+from .latent_formats import LATENT_FORMAT_KEY
+
+
+def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """IMAGE [N,H,W,3] -> [N,height,width,3]: centre-crop to the target aspect, then resize.
+
+    Cropping (not stretching) keeps proportions; resizing uses antialiased bicubic.
+    """
+    frames = image.movedim(-1, 1).float()
+    _, _, h, w = frames.shape
+    target = width / height
+    if w / h > target:        # too wide: crop the sides
+        new_w = max(1, round(h * target))
+        left = (w - new_w) // 2
+        frames = frames[:, :, :, left:left + new_w]
+    elif w / h < target:      # too tall: crop top and bottom
+        new_h = max(1, round(w / target))
+        top = (h - new_h) // 2
+        frames = frames[:, :, top:top + new_h]
+    if frames.shape[-2:] != (height, width):
+        frames = F.interpolate(frames, size=(height, width), mode="bicubic", antialias=True,
+                               align_corners=False)
+    return frames.clamp(0, 1).movedim(1, -1)
+
+
+def check_video_size(vae, width: int, height: int, length: int) -> None:
+    fmt = vae.latent_format
+    multiple = fmt.spatial_factor * 2  # the DiT patches latents 2x2
+    if (length - 1) % fmt.temporal_factor:
+        snapped = (length - 1) // fmt.temporal_factor * fmt.temporal_factor + 1
+        raise InputError(f"length must be 4k+1 frames, got {length}", input="length",
+                         fix=f"use {snapped} or {snapped + fmt.temporal_factor} (Wan's default is 81)")
+    for name, value in (("width", width), ("height", height)):
+        if value % multiple:
+            lower = max(multiple, value // multiple * multiple)
+            raise InputError(f"{name} must be a multiple of {multiple} for this VAE, got {value}",
+                             input=name, fix=f"use {lower} or {lower + multiple}")
+
+
+def image_to_video(vae, conditioning: VideoDiTConditioning, start_image: torch.Tensor,
+                   width: int, height: int, length: int, *, end_image: torch.Tensor | None = None,
+                   clip_vision_output=None, batch_size: int = 1
+                   ) -> tuple[VideoDiTConditioning, dict]:
+    check_video_size(vae, width, height, length)
+    fmt = vae.latent_format
+    start = fit_image(start_image[:1], width, height)
+    end = fit_image(end_image[-1:], width, height) if end_image is not None else None
+
+    # The given frames, with zeros (mid-grey in VAE space) elsewhere, encoded as a video.
+    pixels = torch.full((length, height, width, 3), 0.5)
+    pixels[0] = start[0]
+    if end is not None:
+        pixels[-1] = end[0]
+    latent_shape = fmt.latent_shape(1, length, height, width)
+    extras = dict(conditioning.extras)
+    concat = None
+    if fmt.channels == 16:
+        given = fmt.normalize(vae.encode(pixels))               # [1, 16, t, h, w]
+        mask = torch.zeros(1, length + fmt.temporal_factor - 1, latent_shape[3], latent_shape[4])
+        mask[:, :fmt.temporal_factor] = 1                       # the first frame counts 4 times
+        if end is not None:
+            mask[:, -1] = 1
+        mask = mask.view(1, latent_shape[2], fmt.temporal_factor, *latent_shape[3:]).transpose(1, 2)
+        concat = torch.cat([mask, given], dim=1)                # [1, 4 + 16, t, h, w]
+        extras[FIRST_FRAMES_KEY] = given[:, :, :1].clone()
+    else:
+        extras[FIRST_FRAMES_KEY] = fmt.normalize(vae.encode(start))
+    clip = None
+    if clip_vision_output is not None:
+        tokens = clip_vision_output.penultimate
+        clip = tokens.reshape(1, -1, tokens.shape[-1])          # FLF2V: start + end tokens
+    out_cond = conditioning.replace(concat_latent=concat, clip_features=clip, extras=extras)
+    latent = {"samples": torch.zeros(batch_size, *latent_shape[1:]), LATENT_FORMAT_KEY: fmt.name}
+    return out_cond, latent
