@@ -1,0 +1,203 @@
+"""Write example_workflows/*.json (UI format, as ComfyUI saves) and their API twins in api/.
+
+The graphs are described compactly below; widget order, sockets and the seed's extra
+control value come from the live node definitions, so the files always match the nodes.
+Run: python scripts/build_example_workflows.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from comfyui_videodit import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from comfyui_videodit.cli.node_info import (has_control_widget, has_upload_widget, input_spec,
+                                            is_widget, object_info, ordered_inputs)
+from comfyui_videodit.cli.workflow_format import ui_to_api
+
+OUT = Path(__file__).resolve().parent.parent / "example_workflows"
+INFO = object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+
+NEGATIVE = ("blurry, low quality, static, still frame, jpeg artifacts, deformed, extra fingers, "
+            "watermark, subtitles, overexposed, worst quality")
+
+WHERE_FILES_GO = """Model files for this workflow (put them into ComfyUI/models/...):
+{files}
+All are the official ComfyUI repackaged releases (Comfy-Org/Wan_2.1_ComfyUI_repackaged and
+Comfy-Org/Wan_2.2_ComfyUI_Repackaged on Hugging Face). Measured needs: see the pack's README."""
+
+
+def note(text: str) -> dict:
+    return {"type": "Note", "widgets": [text], "inputs": {}}
+
+
+def files_note(*entries: tuple[str, str]) -> dict:
+    return note(WHERE_FILES_GO.format(files="\n".join(f"- {folder}/{name}" for folder, name in entries)))
+
+
+def build_ui(nodes: dict[int, dict]) -> dict:
+    """nodes: id -> {type, widgets: {name: value} | [values], inputs: {name: (src_id, slot)}}"""
+    ui_nodes, links = [], []
+    outgoing: dict[tuple[int, int], list[int]] = {}
+    for node_id, spec in nodes.items():
+        for name, (src, slot) in spec["inputs"].items():
+            link_id = len(links) + 1
+            links.append([link_id, src, slot, node_id, name, None])
+            outgoing.setdefault((src, slot), []).append(link_id)
+    for order, (node_id, spec) in enumerate(nodes.items()):
+        kind = spec["type"]
+        x, y = 40 + 360 * (order % 4), 40 + 320 * (order // 4)
+        ui = {"id": node_id, "type": kind, "pos": [x, y], "size": [320, 200], "flags": {},
+              "order": order, "mode": 0, "inputs": [], "outputs": [],
+              "properties": {"Node name for S&R": kind}, "widgets_values": []}
+        if kind == "Note":
+            ui["widgets_values"] = list(spec["widgets"])
+            ui["size"] = [420, 220]
+            ui_nodes.append(ui)
+            continue
+        info = INFO[kind]
+        for name in ordered_inputs(info):
+            _, socket, options = input_spec(info, name)
+            if name in spec["inputs"]:
+                link = next(l for l in links if l[3] == node_id and l[4] == name)
+                ui["inputs"].append({"name": name, "type": socket if isinstance(socket, str) else "COMBO",
+                                     "link": link[0]})
+            elif is_widget(socket, options):
+                value = spec["widgets"][name] if name in spec["widgets"] else options.get("default")
+                if value is None and isinstance(socket, list):
+                    raise KeyError(f"{kind}.{name} needs a value")
+                ui["widgets_values"].append(value)
+                if has_control_widget(name, socket, options):
+                    ui["widgets_values"].append(spec.get("control", "fixed"))
+                if has_upload_widget(socket, options):
+                    ui["widgets_values"].append("image")
+        for slot, (out_type, out_name) in enumerate(zip(info["output"], info["output_name"])):
+            ui["outputs"].append({"name": out_name, "type": out_type, "slot_index": slot,
+                                  "links": outgoing.get((node_id, slot), [])})
+        ui_nodes.append(ui)
+    for link in links:  # the type of each link is the output type at its source
+        src = next(n for n in ui_nodes if n["id"] == link[1])
+        link[5] = src["outputs"][link[2]]["type"]
+        dst = next(n for n in ui_nodes if n["id"] == link[3])
+        link[4] = next(i for i, inp in enumerate(dst["inputs"]) if inp["link"] == link[0])
+    return {"last_node_id": max(nodes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"ds": {"scale": 1, "offset": [0, 0]}},
+            "version": 0.4}
+
+
+def w(kind: str, inputs: dict | None = None, **widgets) -> dict:
+    control = widgets.pop("control", None)
+    spec = {"type": kind, "widgets": widgets, "inputs": inputs or {}}
+    if control:
+        spec["control"] = control
+    return spec
+
+
+def text_to_video() -> dict:
+    return {
+        1: files_note(("diffusion_models", "wan2.1_t2v_1.3B_fp16.safetensors"),
+                      ("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+                      ("vae", "wan_2.1_vae.safetensors")),
+        2: w("VideoDiTModelLoader", model_name="wan2.1_t2v_1.3B_fp16.safetensors"),
+        3: w("VideoDiTTextEncoderLoader", text_encoder_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)},
+             positive="A red fox trots through fresh snow in a birch forest, morning light, "
+                      "the camera tracks alongside it.", negative=NEGATIVE),
+        5: w("VideoDiTVAELoader", vae_name="wan_2.1_vae.safetensors"),
+        6: w("VideoDiTEmptyLatent", {"vae": (5, 0)}, width=832, height=480, length=81),
+        7: w("VideoDiTSampler", {"model": (2, 0), "conditioning": (4, 0), "latent": (6, 0)},
+             seed=42, control="randomize", steps=30, cfg=6.0, shift=8.0),
+        8: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (7, 0)}),
+        9: w("VideoDiTSaveVideo", {"images": (8, 0)}, fps=16.0, filename_prefix="videodit/t2v"),
+    }
+
+
+def image_to_video() -> dict:
+    return {
+        1: files_note(("diffusion_models", "wan2.2_ti2v_5B_fp16.safetensors"),
+                      ("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+                      ("vae", "wan2.2_vae.safetensors")),
+        2: w("VideoDiTModelLoader", model_name="wan2.2_ti2v_5B_fp16.safetensors"),
+        3: w("VideoDiTTextEncoderLoader", text_encoder_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)},
+             positive="The lighthouse keeper opens the door and steps out into the wind, waves "
+                      "crash below.", negative=NEGATIVE),
+        5: w("VideoDiTVAELoader", vae_name="wan2.2_vae.safetensors"),
+        6: w("VideoDiTLoadVideo", video="example_start_frame.png"),
+        7: w("VideoDiTImageToVideo", {"conditioning": (4, 0), "vae": (5, 0), "start_image": (6, 0)},
+             width=1280, height=704, length=121),
+        8: w("VideoDiTSampler", {"model": (2, 0), "conditioning": (7, 0), "latent": (7, 1)},
+             seed=7, control="randomize", steps=30, cfg=5.0, shift=5.0),
+        9: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (8, 0)}, tiled=True),
+        10: w("VideoDiTSaveVideo", {"images": (9, 0)}, fps=24.0, filename_prefix="videodit/i2v"),
+    }
+
+
+def _edit_head(prefix: str) -> dict:
+    return {
+        1: files_note(("diffusion_models", "wan2.1_t2v_1.3B_fp16.safetensors"),
+                      ("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+                      ("vae", "wan_2.1_vae.safetensors")),
+        2: w("VideoDiTModelLoader", model_name="wan2.1_t2v_1.3B_fp16.safetensors"),
+        3: w("VideoDiTTextEncoderLoader", text_encoder_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+        5: w("VideoDiTVAELoader", vae_name="wan_2.1_vae.safetensors"),
+        6: w("VideoDiTLoadVideo", video="example_source_clip.mp4", frame_limit=81, force_fps=16.0,
+             size_multiple=16),
+        7: w("VideoDiTVAEEncode", {"vae": (5, 0), "images": (6, 0)}),
+    }
+
+
+def video_edit_sdedit() -> dict:
+    nodes = _edit_head("sdedit")
+    nodes.update({
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)},
+             positive="A watercolor painting of a city street at dusk, soft washes of color.",
+             negative=NEGATIVE),
+        8: w("VideoDiTSampler", {"model": (2, 0), "conditioning": (4, 0), "latent": (7, 0)},
+             seed=3, control="fixed", steps=30, cfg=5.0, shift=3.0, denoise=0.5),
+        9: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (8, 0)}),
+        10: w("VideoDiTFrameConsistency", {"images": (9, 0), "reference": (6, 0)}),
+        11: w("VideoDiTSaveVideo", {"images": (10, 0)}, fps=16.0, filename_prefix="videodit/sdedit"),
+    })
+    return dict(sorted(nodes.items()))
+
+
+def video_edit_flowedit() -> dict:
+    nodes = _edit_head("flowedit")
+    nodes.update({
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)},
+             positive="A red car drives along a coastal road.", negative=NEGATIVE),
+        12: w("VideoDiTTextEncode", {"text_encoder": (3, 0)},
+              positive="A blue car drives along a coastal road.", negative=NEGATIVE),
+        8: w("VideoDiTFlowEditSampler", {"model": (2, 0), "source_conditioning": (4, 0),
+                                         "target_conditioning": (12, 0), "source_latent": (7, 0)},
+             seed=3, control="fixed", steps=30, source_cfg=3.0, target_cfg=6.0, shift=3.0,
+             skip_steps=8),
+        9: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (8, 0)}),
+        10: w("VideoDiTFrameConsistency", {"images": (9, 0), "reference": (6, 0)}),
+        11: w("VideoDiTSaveVideo", {"images": (10, 0)}, fps=16.0, filename_prefix="videodit/flowedit"),
+    })
+    return dict(sorted(nodes.items()))
+
+
+EXAMPLES = {
+    "text_to_video_wan21_1.3B": text_to_video,
+    "image_to_video_wan22_5B": image_to_video,
+    "video_edit_sdedit_wan21_1.3B": video_edit_sdedit,
+    "video_edit_flowedit_wan21_1.3B": video_edit_flowedit,
+}
+
+
+def main() -> int:
+    (OUT / "api").mkdir(parents=True, exist_ok=True)
+    for name, graph in EXAMPLES.items():
+        ui = build_ui(graph())
+        (OUT / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n", encoding="utf-8")
+        api = ui_to_api(ui, INFO).prompt
+        (OUT / "api" / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote example_workflows/{name}.json and api/{name}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The consistency report: each metric flags its artefact and stays quiet on clean clips."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from comfyui_videodit.consistency import synthetic as S
+from comfyui_videodit.consistency.metrics import compute_metrics, flicker, verdict_of
+from comfyui_videodit.consistency.report import build_report, to_markdown
+from comfyui_videodit.errors import InputError
+from comfyui_videodit.nodes.qc import VideoDiTConsistencyReport
+
+SMALL = dict(frames=16, height=64, width=96)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    static = S.clean_clip(S.ClipSpec(**SMALL, object_speed=(1.5, 0.3)))
+    pan = S.clean_clip(S.ClipSpec(**SMALL, pan=(1.3, 0.4)))
+    fade = S.clean_clip(S.ClipSpec(**SMALL, pan=(0.7, 0.0), fade=(1.0, 0.3)))
+    clips = {
+        "static": static, "pan": pan, "fade": fade,
+        "global": S.global_flicker(static), "colour": S.colour_flicker(pan),
+        "local": S.local_flicker(static), "seam": S.chunk_seam(pan, 8),
+        "drift": S.drift(pan), "shimmer": S.shimmer(pan),
+        "jitter": S.clean_clip(S.ClipSpec(**SMALL, pan=(1.3, 0.0), jitter=1.0)),
+        "frozen": S.freeze(static),
+    }
+    return {name: compute_metrics(clip, fps=16.0) for name, clip in clips.items()}
+
+
+CLEAN = ("static", "pan", "fade")
+
+
+def test_flicker_formula():
+    assert flicker(torch.linspace(0, 100, 30)) < 1e-4             # fades are not flicker
+    jitter = 100 + 2.0 * torch.randn(4000, generator=torch.Generator().manual_seed(0))
+    assert abs(float(flicker(jitter)) - 2.0) < 0.1                  # = sigma of iid jitter
+
+
+@pytest.mark.parametrize("name", CLEAN)
+def test_clean_clips_are_good_on_artefact_metrics(metrics, name):
+    v = metrics[name].values
+    for key in ("luma_flicker", "chroma_flicker", "struct_warp_mae", "ssim_aligned", "hf_pump",
+                "seam_ratio", "motion_smooth"):
+        assert verdict_of(key, v[key]) == "good", (name, key, v[key])
+    assert metrics[name].dynamic
+
+
+@pytest.mark.parametrize("name,key", [
+    ("global", "luma_flicker"), ("global", "static_mae"), ("colour", "chroma_flicker"),
+    ("local", "local_flicker"), ("local", "struct_warp_mae"), ("seam", "seam_ratio"),
+    ("shimmer", "struct_warp_mae"), ("jitter", "motion_smooth"), ("global", "warp_mae"),
+])
+def test_each_artefact_fails_its_metric(metrics, name, key):
+    assert verdict_of(key, metrics[name].values[key]) == "fail", metrics[name].values
+
+
+def test_gain_compensation_separates_flicker_from_boiling(metrics):
+    g, s = metrics["global"].values, metrics["shimmer"].values
+    assert g["warp_mae"] > 3 and g["struct_warp_mae"] < 1.5     # photometric only
+    assert s["struct_warp_mae"] > 3 and s["luma_flicker"] < 0.5  # texture boils
+
+
+def test_fade_is_not_flicker_but_drift_is_reported(metrics):
+    assert metrics["fade"].values["luma_flicker"] < 0.05
+    assert verdict_of("drift_de", metrics["drift"].values["drift_de"]) == "warn"  # never fail
+
+
+def test_seam_located(metrics):
+    assert metrics["seam"].boundaries.seams == [8]
+
+
+def test_frozen_clip_cannot_pass(metrics):
+    frozen = metrics["frozen"]
+    assert not frozen.dynamic
+    report = build_report(frozen)
+    assert report["score"] <= 0.6 and report["verdict"] != "good"
+    moving = build_report(metrics["pan"])
+    assert moving["score"] > 0.9
+
+
+def test_report_node_outputs(metrics):
+    clip = S.global_flicker(S.clean_clip(S.ClipSpec(**SMALL, pan=(1.0, 0.0), cut_at=9)))
+    images = clip.permute(0, 2, 3, 1).contiguous()
+    score, markdown, as_json, plot = VideoDiTConsistencyReport().report(images, 16.0)
+    data = json.loads(as_json)
+    assert 0.0 <= score <= 1.0 and data["score"] == pytest.approx(score)
+    assert data["verdict"] == "fail"
+    rows = {r["metric"]: r for r in data["metrics"]}
+    assert rows["luma_flicker"]["verdict"] == "fail"
+    assert rows["seam_ratio"]["verdict"] == "good"          # the cut is found, not a seam
+    assert data["details"]["cuts"] == [9]
+    assert data["worst_frames"] and all(w["frame"] != 9 for w in data["worst_frames"][:1])
+    assert "| luma_flicker |" in markdown and "fail" in markdown
+    assert plot.shape == (1, 600, 960, 3) and plot.dtype == torch.float32
+    assert 0.0 <= float(plot.min()) and float(plot.max()) <= 1.0 and plot.std() > 0.05
+    with pytest.raises(InputError, match="source"):
+        VideoDiTConsistencyReport().report(images, 16.0, source=images[:4])
+    with pytest.raises(InputError, match="at least 2 frames"):
+        VideoDiTConsistencyReport().report(images[:1], 16.0)
+
+
+def test_source_flow_mode_judges_an_edit_along_the_source_motion():
+    source = S.clean_clip(S.ClipSpec(**SMALL, pan=(1.3, 0.4)))
+    edit = S.shimmer(source)  # edited frames whose texture boils
+    with_source = compute_metrics(edit, flow_frames=source)
+    assert with_source.extras["flow_source"] == "reference video"
+    assert verdict_of("struct_warp_mae", with_source.values["struct_warp_mae"]) == "fail"
+    clean_edit = compute_metrics(source, flow_frames=source)
+    assert clean_edit.values["struct_warp_mae"] < 1.5
+    assert "| warp_mae |" in to_markdown(build_report(with_source))
