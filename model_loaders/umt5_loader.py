@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..networks.umt5 import UMT5Config, UMT5Encoder
 from ..runtime import devices
 from ..runtime.memory import ManagedModel
+from . import quantization
 from .checkpoint_file import SAFETENSORS_SUFFIXES, load_torch_file, read_header
 from .detect import KIND_UMT5, require_kind
 from .tokenizer import UMT5Tokenizer
@@ -43,9 +44,6 @@ TOKENIZER_KEY = "spiece_model"
 # The first query weight marks where the encoder's own names start, whatever wraps them
 # (``text_encoders.umt5xxl.transformer.`` in full checkpoints, ``umt5xxl.transformer.`` ...).
 _ANCHORS = ("encoder.block.0.layer.0.SelfAttention.q.weight", "blocks.0.attn.q.weight")
-_FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-_SCALE_SUFFIXES = (".scale_weight", ".weight_scale", ".scale_input", ".input_scale")
-_UNUSED_QUANT_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
 
 DTYPE_CHOICES = ("default", "bf16", "fp16", "fp32")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -189,7 +187,8 @@ def _read_state(files: list[Path], dtype: torch.dtype, wanted) -> dict[str, torc
 
 def _cast_plain_float(key: str, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # fp8 weights wait for their scales; scales stay float32.
-    if not value.is_floating_point() or value.dtype in _FP8_DTYPES or key.endswith(_SCALE_SUFFIXES):
+    if (not value.is_floating_point() or value.dtype in quantization.FP8_DTYPES
+            or quantization.is_quantization_entry(key)):
         return value
     return value.to(dtype)
 
@@ -269,30 +268,11 @@ def _rename_wan(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _dequantize(raw: dict[str, torch.Tensor], dtype: torch.dtype
                 ) -> tuple[dict[str, torch.Tensor], str]:
-    """fp8 weights (optionally with a per-tensor scale) -> ``dtype``; other tensors cast."""
-    marker = raw.pop("scaled_fp8", None)
-    scales = {}
-    for suffix in (".scale_weight", ".weight_scale"):
-        for key in [k for k in raw if k.endswith(suffix)]:
-            scales[key[: -len(suffix)] + ".weight"] = raw.pop(key)
-    for key in [k for k in raw if k.endswith(_UNUSED_QUANT_SUFFIXES)]:
-        raw.pop(key)  # activation scales and format tags matter only to fp8 matmuls
-    fp8_count = 0
-    state = {}
-    for key, value in raw.items():
-        if value.dtype in _FP8_DTYPES:
-            fp8_count += 1
-            value = value.float()
-            scale = scales.get(key)
-            if scale is not None and scale.numel() == value.shape[0] > 1:
-                scale = scale.reshape(-1, *([1] * (value.ndim - 1)))  # one scale per output row
-            if scale is not None and scale.numel():
-                value = value * scale.float()
-        state[key] = value.to(dtype)
-    if not fp8_count:
+    """fp8 weights (plain, scaled or weight_scale) -> ``dtype``; other tensors cast."""
+    state, info = quantization.dequantize_state_dict(raw, None, dtype)
+    if info.format == "none":
         return state, ""
-    kind = "scaled fp8" if scales or marker is not None else "fp8"
-    return state, f"weights: {kind} ({fp8_count} tensors) dequantized to {dtype}"
+    return state, f"weights: {info.describe()} dequantized to {dtype}"
 
 
 def config_from_state(state: dict[str, torch.Tensor], *, file_name: str) -> UMT5Config:
