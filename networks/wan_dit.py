@@ -307,7 +307,7 @@ class WanDiT(nn.Module):
         out_dtype = x.dtype
         dtype = self.compute_dtype
         if y is not None:
-            x = torch.cat([x, y.to(x.dtype)], dim=1)
+            x = torch.cat([x, y.to(x.device, x.dtype)], dim=1)
         if x.shape[1] != cfg.in_dim:
             raise ValueError(f"the model takes {cfg.in_dim} input channels (noise + y), got "
                              f"{x.shape[1]}")
@@ -316,7 +316,7 @@ class WanDiT(nn.Module):
         grid = (frames // pt, height // ph, width // pw)
         tokens = math.prod(grid)
 
-        x = self.patch_embedding(x.to(dtype))
+        x = self.patch_embedding(x.to(self.patch_embedding.weight.device, dtype))
         # The residual stream stays float32 (as in Wan's own code); sub-layers compute in dtype.
         x = rearrange(x, "b c f h w -> b (f h w) c").float()
         rope = rope_rotations(grid, cfg.head_dim, x.device)
@@ -360,9 +360,10 @@ class WanDiT(nn.Module):
             raise ValueError(f"context has {context.shape[1]} tokens; the model takes {text_len}")
         if context.shape[1] < text_len:
             context = F.pad(context, (0, 0, 0, text_len - context.shape[1]))
-        context = self.text_embedding(context.to(dtype))
+        device = self.patch_embedding.weight.device
+        context = self.text_embedding(context.to(device, dtype))
         if self.config.has_image_input and clip_features is not None:
-            image = self.img_emb(clip_features.to(dtype)).to(dtype)
+            image = self.img_emb(clip_features.to(device, dtype)).to(dtype)
             context = torch.cat([image, context], dim=1)
         return context
 

@@ -226,3 +226,22 @@ def test_loader_node(models_dir):
     assert loaded.variant == "wan-t2v-custom" and loaded.compute_dtype == torch.bfloat16
     with pytest.raises(InputError, match="VideoDiT Model Loader"):
         VideoDiTModelLoader().load("missing.safetensors", "default")
+
+
+def test_original_layout_shards_load_as_one_model(tmp_path):
+    """Wan's own release: original names split over shards with an index; any shard picks all."""
+    state = random_state()
+    keys = sorted(state)
+    halves = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "diffusion_pytorch_model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for file, names in halves.items():
+        save_file({k: state[k] for k in names}, tmp_path / file)
+    weight_map = {k: file for file, names in halves.items() for k in names}
+    (tmp_path / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    loaded = load_wan_dit(tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors")
+    assert relative_error(run(loaded.network), reference_output(state)) <= 1e-5
+
+    (tmp_path / "diffusion_pytorch_model-00001-of-00002.safetensors").unlink()
+    with pytest.raises(InputError, match="missing: diffusion_pytorch_model-00001-of-00002"):
+        load_wan_dit(tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors")
