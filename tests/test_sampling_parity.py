@@ -163,3 +163,65 @@ def test_first_frame_conditioning_matches_ti2v_pipeline(tmp_path):
     assert torch.allclose(got[:, :, :1], given, atol=1e-5)
     err = relative(got, expected)
     assert err <= TOL, f"max error {err:.2e} x std"
+
+
+def test_wan21_image_to_video_matches_wan_i2v_pipeline(tmp_path):
+    """Wan 2.1 I2V: mask + image-latent channels and CLIP tokens, vs WanImageToVideoPipeline."""
+    from PIL import Image
+
+    from comfyui_videodit.model_loaders.wan_vae_keys import diffusers_config
+    from comfyui_videodit.model_loaders.wan_vae_loader import load_wan_vae
+    from comfyui_videodit.networks.clip_vision import CLIPVisionOutput
+    from comfyui_videodit.networks.wan_vae import WanVAEConfig
+    from comfyui_videodit.samplers.image_conditioning import image_to_video
+    from safetensors.torch import save_file
+
+    clip_dim = 48
+    torch.manual_seed(5)
+    transformer = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=36,
+        out_channels=16, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=64, num_layers=2,
+        cross_attn_norm=True, image_dim=clip_dim, added_kv_proj_dim=256).eval()
+    for parameter in transformer.parameters():
+        parameter.data.normal_(0, 0.05)
+    transformer.save_pretrained(tmp_path / "i2v", safe_serialization=True)
+    ours = load_wan_dit(tmp_path / "i2v" / "diffusion_pytorch_model.safetensors", "fp32")
+
+    vae_ref = diffusers.AutoencoderKLWan(**diffusers_config(WanVAEConfig("2.1", dim=8, decoder_dim=8,
+                                                                         z_dim=16))).eval()
+    with torch.no_grad():  # Wan 2.1 latent statistics are diffusers' defaults
+        for name, parameter in vae_ref.named_parameters():
+            parameter.copy_(1 + 0.1 * torch.randn_like(parameter) if name.endswith("gamma")
+                            else 0.05 * torch.randn_like(parameter))
+    save_file({k: v.contiguous() for k, v in vae_ref.state_dict().items()},
+              str(tmp_path / "vae.safetensors"))
+    vae = load_wan_vae(tmp_path / "vae.safetensors", dtype="fp32")
+
+    steps, cfg, shift, seed, size, frames = 4, 3.0, 3.0, 11, 64, 9
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8)
+    image_embeds = torch.randn(1, 257, clip_dim, generator=g)
+    positive, negative = text_embeddings(7), text_embeddings(8)
+    noise = seeded_noise((1, 16, 3, 8, 8), seed)
+
+    pipe = diffusers.WanImageToVideoPipeline(
+        tokenizer=None, text_encoder=None, vae=vae_ref, transformer=transformer,
+        scheduler=diffusers.UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift))
+    # The pipeline refuses an image together with precomputed CLIP features; both sides must
+    # use the same features (CLIP itself is compared with transformers elsewhere).
+    pipe.check_inputs = lambda *args, **kwargs: None
+    with torch.no_grad():
+        expected = pipe(image=Image.fromarray(pixels.numpy()), prompt_embeds=positive,
+                        negative_prompt_embeds=negative, image_embeds=image_embeds,
+                        latents=noise.clone(), height=size, width=size, num_frames=frames,
+                        num_inference_steps=steps, guidance_scale=cfg, output_type="latent").frames
+
+    start = (pixels.float() / 255)[None]
+    cond, latent = image_to_video(vae, VideoDiTConditioning(positive=positive, negative=negative),
+                                  start, size, size, frames,
+                                  clip_vision_output=CLIPVisionOutput(image_embeds))
+    result = sample_video(ours, cond, latent,
+                          SamplingSettings(seed=seed, steps=steps, cfg=cfg, shift=shift))
+    err = relative(get_format("wan21").normalize(result["samples"]), expected)
+    assert err <= TOL, f"max error {err:.2e} x std"
