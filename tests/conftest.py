@@ -49,3 +49,16 @@ def models_dir(tmp_path, monkeypatch):
         (tmp_path / name).mkdir()
     monkeypatch.setattr(model_folders, "_models_dir_override", tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory):
+    """A models folder holding tiny random models in the real file layouts (tests/tiny_models.py)."""
+    pytest.importorskip("transformers")
+    from tiny_models import write_all
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    for name in ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras"):
+        (root / name).mkdir()
+    write_all(root)
+    return root

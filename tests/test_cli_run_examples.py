@@ -13,19 +13,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("transformers")
-from tiny_models import write_all  # noqa: E402
-
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_workflows"
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    for name in ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras"):
-        (root / name).mkdir()
-    write_all(root)
-    return root
+@pytest.fixture
+def models(tiny_models_dir):
+    return tiny_models_dir
 
 
 def run_example(name: str, models: Path, tmp_path: Path, overrides: list[str]):

@@ -12,25 +12,13 @@ from comfyui_videodit.nodes.sampling import VideoDiTFlowEditSampler, VideoDiTSam
 from comfyui_videodit.nodes.text import VideoDiTTextEncode, VideoDiTTextEncoderLoader
 from comfyui_videodit.nodes.vae import VideoDiTVAEDecode, VideoDiTVAEEncode, VideoDiTVAELoader
 
-pytest.importorskip("transformers")
-from tiny_models import write_all  # noqa: E402
-
 SIZE, LENGTH = 64, 9
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    for name in ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras"):
-        (root / name).mkdir()
-    write_all(root)
-    return root
-
-
 @pytest.fixture(autouse=True)
-def _use_models(models, monkeypatch):
+def _use_models(tiny_models_dir, monkeypatch):
     from comfyui_videodit.runtime import model_folders
-    monkeypatch.setattr(model_folders, "_models_dir_override", models)
+    monkeypatch.setattr(model_folders, "_models_dir_override", tiny_models_dir)
 
 
 def text(positive="a red ball rolls to the left", negative="blurry"):
