@@ -65,15 +65,19 @@ class VideoDiTSampler:
                                        "tooltip": "Noise level where the low-noise expert takes "
                                                   "over. 0 = Wan's defaults: 0.875 text-to-video, "
                                                   "0.9 image-to-video."}),
+                "cfg_low_noise": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                            "tooltip": "cfg for the low-noise expert (Wan 2.2 "
+                                                       "A14B). 0 = the same as cfg."}),
             },
         }
 
     def sample(self, model, conditioning, latent, seed, steps, cfg, shift, sampler, denoise,
-               model_low_noise=None, boundary=0.0):
+               model_low_noise=None, boundary=0.0, cfg_low_noise=0.0):
         from ..samplers.denoise import SamplingSettings, sample_video
 
         settings = SamplingSettings(seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
-                                    denoise=denoise, boundary=boundary or None)
+                                    denoise=denoise, boundary=boundary or None,
+                                    cfg_low_noise=cfg_low_noise or None)
         return (sample_video(model, conditioning, latent, settings,
                              model_low_noise=model_low_noise),)
 

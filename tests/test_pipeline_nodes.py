@@ -118,3 +118,7 @@ def test_two_experts_through_the_node():
                  model_low_noise=model("tiny_t2v_low.safetensors"), boundary=0.9)
     single = sample(model("tiny_t2v.safetensors"), text(), latent, steps=4)
     assert not torch.equal(out["samples"], single["samples"])
+    own_cfg = sample(model("tiny_t2v.safetensors"), text(), latent, steps=4,
+                     model_low_noise=model("tiny_t2v_low.safetensors"), boundary=0.9,
+                     cfg_low_noise=1.5)
+    assert not torch.equal(out["samples"], own_cfg["samples"])
