@@ -122,3 +122,32 @@ def test_two_experts_through_the_node():
                      model_low_noise=model("tiny_t2v_low.safetensors"), boundary=0.9,
                      cfg_low_noise=1.5)
     assert not torch.equal(out["samples"], own_cfg["samples"])
+
+
+def test_cancel_mid_sampling_stops_within_a_step_and_a_rerun_matches_a_clean_run():
+    from comfyui_videodit.errors import Interrupted
+    from comfyui_videodit.runtime import progress
+    from comfyui_videodit.samplers.denoise import SamplingSettings, sample_video
+
+    m, cond = model("tiny_t2v.safetensors"), text()
+    latent = VideoDiTEmptyLatent().make(vae(), SIZE, SIZE, LENGTH, 1)[0]
+    settings = SamplingSettings(seed=3, steps=6, cfg=3.0, shift=5.0)
+    clean = sample_video(m, cond, latent, settings)
+
+    calls = []
+    network = m.managed.module
+    forward = network.forward
+    network.forward = lambda *a, **k: (calls.append(1), forward(*a, **k))[1]
+
+    def cancel_at_second_step(step, x0):
+        if step == 1:
+            progress.request_interrupt()
+
+    try:
+        with pytest.raises(Interrupted):
+            sample_video(m, cond, latent, settings, step_callback=cancel_at_second_step)
+    finally:
+        del network.forward
+    assert len(calls) == 2 * 2     # two steps (cond + uncond each) ran, none after the cancel
+    again = sample_video(m, cond, latent, settings)
+    assert torch.equal(again["samples"], clean["samples"])
