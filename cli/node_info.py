@@ -98,7 +98,9 @@ def has_control_widget(name: str, kind: Any, options: Mapping) -> bool:
 
 
 def has_upload_widget(kind: Any, options: Mapping) -> bool:
-    """Combos with an upload button save one extra value (the button's) after the file name."""
+    """Combos with an upload button. The editor adds the button as the last required widget;
+    current editors do not save a value for it (it is ``serialize: false``), older ones saved
+    ``"image"`` there. Workflows from either are read correctly; files we write carry none."""
     return combo_options(kind, options) is not None and any(
         options.get(flag) for flag in ("image_upload", "video_upload", "audio_upload",
                                        "animated_image_upload"))

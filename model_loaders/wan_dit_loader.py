@@ -57,6 +57,10 @@ _FP8_LINEAR = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.([qkvo]|
 _REQUIRED = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight",
              "head.head.weight", "blocks.0.ffn.0.weight", "blocks.0.self_attn.q.weight")
 _CONFIG_FILES = ("config.json",)
+# Safetensors metadata a file may carry for what its shapes cannot say: a JSON object with
+# "model_type" (e.g. "ti2v" for a 16-channel model trained with first-frame conditioning, like
+# the bundled demo model) and "num_heads" (Wan's heads are 128 wide; small models differ).
+ARCHITECTURE_METADATA = "videodit.architecture"
 
 # (dim, in_dim, model_type, clip) -> released variant; shapes alone cannot tell a Wan 2.1 T2V
 # 14B from a Wan 2.2 A14B T2V expert (same architecture), so both read as "wan2.1-t2v-14B".
@@ -106,7 +110,8 @@ def load_wan_dit(path: str | Path, weight_dtype: str = "default",
     quant = quantization.inspect(dtypes, metadata)
     rename = _renamer(prefix, diffusers=is_diffusers_layout(weight_keys))
     named_shapes = {rename(k): s for k, s in shapes.items() if rename(k)}
-    config = config_from_shapes(named_shapes, name, _diffusers_config(files[0].parent))
+    config = config_from_shapes(named_shapes, name, _diffusers_config(files[0].parent),
+                                architecture_hints(metadata, name))
 
     load_device = devices.compute_device()
     stored_fp8 = quant.fp8_dtype is not None
@@ -201,9 +206,35 @@ def _renamer(prefix: str, *, diffusers: bool):
     return rename
 
 
+def architecture_hints(metadata: dict, file_name: str) -> dict:
+    """The validated ``ARCHITECTURE_METADATA`` entry of a file (``{}`` when absent)."""
+    raw = metadata.get(ARCHITECTURE_METADATA)
+    if raw is None:
+        return {}
+    fix = "re-save the file without the metadata entry, or with valid values"
+    try:
+        hints = json.loads(raw)
+    except ValueError:
+        hints = None
+    if not isinstance(hints, dict) or set(hints) - {"model_type", "num_heads"}:
+        raise InputError(f"{file_name}: metadata {ARCHITECTURE_METADATA} must be a JSON object "
+                         f"with model_type and/or num_heads, got {raw[:80]!r}", input=INPUT, fix=fix)
+    if "model_type" in hints and hints["model_type"] not in ("t2v", "ti2v"):
+        raise InputError(f"{file_name}: metadata model_type {hints['model_type']!r} is not one "
+                         "that tensor shapes leave open (t2v or ti2v)", input=INPUT, fix=fix)
+    heads = hints.get("num_heads")
+    if heads is not None and (not isinstance(heads, int) or heads < 1):
+        raise InputError(f"{file_name}: metadata num_heads must be a positive integer, got "
+                         f"{heads!r}", input=INPUT, fix=fix)
+    return hints
+
+
 def config_from_shapes(shapes: dict[str, tuple[int, ...]], file_name: str,
-                       diffusers_config: dict | None = None) -> WanDiTConfig:
-    """The network's configuration from its (original-name) tensor shapes."""
+                       diffusers_config: dict | None = None,
+                       hints: dict | None = None) -> WanDiTConfig:
+    """The network's configuration from its (original-name) tensor shapes, completed by the
+    file's architecture hints (see ``ARCHITECTURE_METADATA``) where shapes cannot tell."""
+    hints = hints or {}
     absent = [k for k in _REQUIRED if k not in shapes]
     if absent:
         raise InputError(f"{file_name} looks like a Wan diffusion model but lacks {_few(absent)} "
@@ -221,9 +252,14 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], file_name: str,
         model_type = "ti2v"
     else:
         model_type = "t2v"
-    heads = int((diffusers_config or {}).get("num_attention_heads") or 0)
+    if model_type == "t2v" and hints.get("model_type") == "ti2v":
+        model_type = "ti2v"  # 16 latent channels, first-frame conditioning (the demo model)
+    heads = int((diffusers_config or {}).get("num_attention_heads") or hints.get("num_heads") or 0)
     if not heads:
         heads = max(1, dim // HEAD_DIM)
+    if dim % heads:
+        raise InputError(f"{file_name}: width {dim} is not divisible by {heads} attention heads",
+                         input=INPUT, fix="fix the num_heads in the file's metadata")
     return WanDiTConfig(
         model_type=model_type, in_dim=in_dim,
         out_dim=shapes["head.head.weight"][0] // math.prod(patch), dim=dim,

@@ -66,16 +66,26 @@ def _folder(kind: str) -> Path:
     return (Path(env).expanduser() if env else Path.cwd() / kind).resolve()
 
 
+# The demo workflows' input media ship with the pack and are listed next to the input folder's
+# files as "videodit-demo/<file>", so those workflows run without copying anything.
+DEMO_INPUT_PREFIX = "videodit-demo/"
+DEMO_INPUT_DIR = Path(__file__).resolve().parent.parent / "example_workflows" / "input"
+
+
 def list_input_files(extensions: tuple[str, ...]) -> list[str]:
-    """Files directly in the input folder with one of ``extensions`` (as ComfyUI lists them)."""
-    root = get_input_dir()
+    """Files directly in the input folder with one of ``extensions`` (as ComfyUI lists them),
+    then the bundled demo inputs."""
+    names = sorted(_files_in(get_input_dir(), extensions), key=str.lower)
+    return names + sorted(DEMO_INPUT_PREFIX + n for n in _files_in(DEMO_INPUT_DIR, extensions))
+
+
+def _files_in(root: Path, extensions: tuple[str, ...]) -> list[str]:
     try:
-        names = [entry.name for entry in os.scandir(root)
-                 if entry.is_file() and entry.name.lower().endswith(extensions)
-                 and not entry.name.startswith(".")]
+        return [entry.name for entry in os.scandir(root)
+                if entry.is_file() and entry.name.lower().endswith(extensions)
+                and not entry.name.startswith(".")]
     except FileNotFoundError:
         return []
-    return sorted(names, key=str.lower)
 
 
 def resolve_input(name: str, *, input: str = "file") -> Path:
@@ -89,6 +99,9 @@ def resolve_input(name: str, *, input: str = "file") -> Path:
     match = _ANNOTATION.match(name.strip())
     kind, rel = (match["kind"], match["name"]) if match else ("input", name.strip())
     root = _folder(kind)
+    if kind == "input" and rel.startswith(DEMO_INPUT_PREFIX) and \
+            (DEMO_INPUT_DIR / rel[len(DEMO_INPUT_PREFIX):]).is_file():
+        kind, root, rel = "bundled demo input", DEMO_INPUT_DIR.resolve(), rel[len(DEMO_INPUT_PREFIX):]
     posix = rel.replace("\\", "/")
     parts = [p for p in posix.split("/") if p not in ("", ".")]
     if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":") or ".." in parts or not parts:

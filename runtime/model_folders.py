@@ -144,3 +144,11 @@ def _safe_relative(name: str, input: str) -> str:
         raise InputError(f"{name!r} is not a file name inside the models folder", input=input,
                          fix="pick a file from the list; paths outside the folder are not allowed")
     return "/".join(parts)
+
+
+# The bundled demo model (see demo_models/README.md) is listed by every loader, in ComfyUI and
+# standalone alike, as "videodit-demo/<file>", so the demo workflows run out of the box.
+DEMO_PREFIX = "videodit-demo/"
+DEMO_MODELS_DIR = Path(__file__).resolve().parent.parent / "demo_models"
+for _folder in ("diffusion_models", "text_encoders", "vae"):
+    add_extra_root(_folder, DEMO_MODELS_DIR / _folder, DEMO_PREFIX)

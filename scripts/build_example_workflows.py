@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from comfyui_videodit import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from comfyui_videodit.cli.node_info import (has_control_widget, has_upload_widget, input_spec,
+from comfyui_videodit.cli.node_info import (has_control_widget, input_spec,
                                             is_widget, object_info, ordered_inputs)
 from comfyui_videodit.cli.workflow_format import ui_to_api
 
@@ -69,8 +69,6 @@ def build_ui(nodes: dict[int, dict]) -> dict:
                 ui["widgets_values"].append(value)
                 if has_control_widget(name, socket, options):
                     ui["widgets_values"].append(spec.get("control", "fixed"))
-                if has_upload_widget(socket, options):
-                    ui["widgets_values"].append("image")
         for slot, (out_type, out_name) in enumerate(zip(info["output"], info["output_name"])):
             ui["outputs"].append({"name": out_name, "type": out_type, "slot_index": slot,
                                   "links": outgoing.get((node_id, slot), [])})
@@ -180,7 +178,89 @@ def video_edit_flowedit() -> dict:
     return dict(sorted(nodes.items()))
 
 
+DEMO_NOTE = """Runs as is, in ComfyUI or headless, on CPU in seconds: the bundled demo model
+(a tiny Wan-architecture DiT, VAE and umT5 trained on procedural clips of coloured shapes)
+makes 64x64 clips of 17 frames. Its files ship in the pack's demo_models/ folder and the
+loaders list them as videodit-demo/demo_dit.safetensors (diffusion_models),
+videodit-demo/demo_umt5.safetensors (text_encoders) and videodit-demo/demo_vae.safetensors
+(vae): nothing to download. It knows
+colours (red orange yellow green cyan blue purple pink), shapes (circle/ball/dot, square/box,
+triangle, diamond), motions (left, right, up, down, diagonals, bounces, grows, stays still,
+slowly/quickly) and backgrounds (black white gray "dark blue" "dark green" brown).
+For real Wan models see the other example workflows."""
+
+DEMO_FILES = {"model_name": "videodit-demo/demo_dit.safetensors",
+              "text_encoder_name": "videodit-demo/demo_umt5.safetensors",
+              "vae_name": "videodit-demo/demo_vae.safetensors"}
+DEMO_PROMPT = "a blue ball rolls to the left over a white background"
+DEMO_I2V_PROMPT = "a green diamond slides upwards on a dark blue background"
+DEMO_EDIT_SOURCE = "a red box moves to the right over a gray background"
+DEMO_EDIT_TARGET = "a yellow box moves to the right over a gray background"
+DEMO_SAMPLING = dict(steps=20, cfg=5.0, shift=3.0)
+
+
+def _demo_loaders() -> dict:
+    return {
+        1: note(DEMO_NOTE),
+        2: w("VideoDiTModelLoader", model_name=DEMO_FILES["model_name"]),
+        3: w("VideoDiTTextEncoderLoader", text_encoder_name=DEMO_FILES["text_encoder_name"],
+             dtype="fp32"),
+        5: w("VideoDiTVAELoader", vae_name=DEMO_FILES["vae_name"]),
+    }
+
+
+def demo_text_to_video() -> dict:
+    nodes = _demo_loaders()
+    nodes.update({
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=DEMO_PROMPT, negative=""),
+        6: w("VideoDiTEmptyLatent", {"vae": (5, 0)}, width=64, height=64, length=17),
+        7: w("VideoDiTSampler", {"model": (2, 0), "conditioning": (4, 0), "latent": (6, 0)},
+             seed=1, control="fixed", **DEMO_SAMPLING),
+        8: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (7, 0)}),
+        9: w("VideoDiTSaveVideo", {"images": (8, 0)}, fps=16.0, filename_prefix="videodit/demo_t2v"),
+    })
+    return dict(sorted(nodes.items()))
+
+
+def demo_image_to_video() -> dict:
+    nodes = _demo_loaders()
+    nodes.update({
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=DEMO_I2V_PROMPT, negative=""),
+        6: w("VideoDiTLoadVideo", video="videodit-demo/demo_first_frame.png"),
+        7: w("VideoDiTImageToVideo", {"conditioning": (4, 0), "vae": (5, 0), "start_image": (6, 0)},
+             width=64, height=64, length=17),
+        8: w("VideoDiTSampler", {"model": (2, 0), "conditioning": (7, 0), "latent": (7, 1)},
+             seed=1, control="fixed", **DEMO_SAMPLING),
+        9: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (8, 0)}),
+        10: w("VideoDiTSaveVideo", {"images": (9, 0)}, fps=16.0, filename_prefix="videodit/demo_i2v"),
+    })
+    return dict(sorted(nodes.items()))
+
+
+def demo_video_edit() -> dict:
+    nodes = _demo_loaders()
+    nodes.update({
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=DEMO_EDIT_SOURCE, negative=""),
+        12: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=DEMO_EDIT_TARGET,
+              negative=""),
+        6: w("VideoDiTLoadVideo", video="videodit-demo/demo_source_clip.mp4"),
+        7: w("VideoDiTVAEEncode", {"vae": (5, 0), "images": (6, 0)}),
+        8: w("VideoDiTFlowEditSampler", {"model": (2, 0), "source_conditioning": (4, 0),
+                                         "target_conditioning": (12, 0), "source_latent": (7, 0)},
+             seed=1, control="fixed", steps=20, source_cfg=3.0, target_cfg=6.0, shift=3.0,
+             skip_steps=6),
+        9: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (8, 0)}),
+        10: w("VideoDiTFrameConsistency", {"images": (9, 0), "reference": (6, 0)}),
+        11: w("VideoDiTSaveVideo", {"images": (10, 0)}, fps=16.0, filename_prefix="videodit/demo_edit"),
+        13: w("VideoDiTConsistencyReport", {"images": (10, 0), "source": (6, 0)}),
+    })
+    return dict(sorted(nodes.items()))
+
+
 EXAMPLES = {
+    "demo_text_to_video": demo_text_to_video,
+    "demo_image_to_video": demo_image_to_video,
+    "demo_video_edit": demo_video_edit,
     "text_to_video_wan21_1.3B": text_to_video,
     "image_to_video_wan22_5B": image_to_video,
     "video_edit_sdedit_wan21_1.3B": video_edit_sdedit,
@@ -188,7 +268,34 @@ EXAMPLES = {
 }
 
 
+def write_demo_inputs() -> None:
+    """The demo workflows' input media, rendered by the procedural clip generator (listed in
+    the Load Video node as videodit-demo/<file>)."""
+    import types
+
+    import torch
+    from PIL import Image
+
+    from comfyui_videodit.demo.clips import ClipSpec, ObjectSpec, render
+    from comfyui_videodit.media.encode import _encode_mp4, _frame_rate
+
+    folder = OUT / "input"
+    folder.mkdir(exist_ok=True)
+    # DEMO_I2V_PROMPT's first frame: a green diamond low in the frame, room to move up
+    first = render(ClipSpec("dark blue", False, (
+        ObjectSpec("green", "diamond", "up", "slow", 6.0, (30.0, 46.0)),), frames=1))
+    array = first[0].mul(255).round().to(torch.uint8).numpy()
+    Image.fromarray(array).save(folder / "demo_first_frame.png", optimize=True)
+    # DEMO_EDIT_SOURCE: a red box moving right
+    clip = render(ClipSpec("gray", False, (
+        ObjectSpec("red", "square", "right", "slow", 6.0, (18.0, 30.0)),)))
+    _encode_mp4(clip, folder / "demo_source_clip.mp4", _frame_rate(16.0), 12, {},
+                types.SimpleNamespace(update=lambda n: None))
+    print("wrote example_workflows/input/demo_first_frame.png and demo_source_clip.mp4")
+
+
 def main() -> int:
+    write_demo_inputs()
     (OUT / "api").mkdir(parents=True, exist_ok=True)
     for name, graph in EXAMPLES.items():
         ui = build_ui(graph())

@@ -6,7 +6,6 @@ video that decodes with the requested frame count.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -8,11 +8,8 @@ checkout. Every wait is bounded and the server is stopped at the end of the modu
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,91 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import comfyui_videodit
 from comfyui_videodit import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from comfyui_server import (COMFYUI_DIR, COMFYUI_PYTHON, PACK_FOLDER, REPO_ROOT, ComfyUIServer,
+                            comfyui_env, get_json as _get_json, post_json as _post_json,
+                            require_comfyui)
 
 pytestmark = pytest.mark.comfyui
-
-COMFYUI_DIR = os.environ.get("VIDEODIT_COMFYUI_DIR")
-COMFYUI_PYTHON = os.environ.get("VIDEODIT_COMFYUI_PYTHON", sys.executable)
-REPO_ROOT = Path(comfyui_videodit.__file__).resolve().parent
-PACK_FOLDER = "ComfyUI-VideoDiT"
-START_TIMEOUT_S = 240
-
-
-def _needs_comfyui():
-    if not COMFYUI_DIR:
-        pytest.skip("set VIDEODIT_COMFYUI_DIR to a ComfyUI checkout to run this test")
-
-
-def _comfyui_env() -> dict:
-    env = dict(os.environ)
-    env.pop("VIDEODIT_STANDALONE", None)  # the test session forces standalone; ComfyUI must not
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str, timeout: float = 30):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-class Server:
-    def __init__(self, base: Path):
-        self.base = base
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base / "comfyui.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        (self.base / "custom_nodes").mkdir(parents=True)
-        (self.base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO_ROOT, target_is_directory=True)
-        for folder in ("diffusion_models", "vae", "text_encoders", "clip_vision"):
-            (self.base / "models" / folder).mkdir(parents=True)
-        (self.base / "input").mkdir()
-        log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [COMFYUI_PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-             "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
-             "--preview-method", "auto", "--disable-auto-launch"],
-            cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT, env=_comfyui_env())
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                _get_json(self.url + "/queue", timeout=2)
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail("ComfyUI did not start:\n" + self.log()[-4000:])
-                time.sleep(0.5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _needs_comfyui()
-    running = Server(tmp_path_factory.mktemp("comfyui-base"))
-    running.start()
+    running = ComfyUIServer(tmp_path_factory.mktemp("comfyui-base")).start()
     try:
         yield running
     finally:
@@ -144,23 +67,8 @@ def test_workflow_templates_list_our_examples(server):
         assert "nodes" in workflow and "links" in workflow, name
 
 
-def _post_json(url: str, payload: dict, timeout: float = 30):
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def _wait_for_history(server: Server, prompt_id: str, timeout_s: float = 180) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        history = _get_json(f"{server.url}/history/{prompt_id}")
-        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-            return history[prompt_id]
-        if server.process.poll() is not None:
-            pytest.fail("ComfyUI exited:\n" + server.log()[-4000:])
-        time.sleep(0.3)
-    pytest.fail(f"prompt {prompt_id} did not finish in {timeout_s} s:\n" + server.log()[-3000:])
+def _wait_for_history(server: ComfyUIServer, prompt_id: str, timeout_s: float = 180) -> dict:
+    return server.wait_for_history(prompt_id, timeout_s)
 
 
 def _write_tiny_umt5(path: Path) -> None:
@@ -244,7 +152,7 @@ def _write_input_video(path: Path, frames: int, size: int) -> None:
             container.mux(packet)
 
 
-async def _run_and_cancel(server: Server, prompt: dict, cancel_node: str, timeout_s: float = 120):
+async def _run_and_cancel(server: ComfyUIServer, prompt: dict, cancel_node: str, timeout_s: float = 120):
     """Queue ``prompt``, press Cancel at ``cancel_node``'s first progress update, collect events."""
     import aiohttp
 
@@ -330,7 +238,7 @@ def _widget_defaults(node_class) -> dict:
     return values
 
 
-def _view(server: Server, entry: dict) -> bytes:
+def _view(server: ComfyUIServer, entry: dict) -> bytes:
     from urllib.parse import urlencode
 
     query = urlencode({"filename": entry["filename"], "subfolder": entry["subfolder"],
@@ -413,7 +321,7 @@ def test_vae_round_trip_prompt_matches_standalone(server, monkeypatch):
           f"mean {float(difference.mean()):.4f} levels of 255")
 
 
-async def _run_collecting(server: Server, prompt: dict, timeout_s: float = 240):
+async def _run_collecting(server: ComfyUIServer, prompt: dict, timeout_s: float = 240):
     """Queue ``prompt`` and collect its JSON events and binary preview frames until it ends."""
     import aiohttp
 
@@ -514,10 +422,10 @@ def test_text_to_video_prompt_with_progress_and_previews(server):
 
 def test_runtime_against_comfyuis_own_modules():
     """Memory manager, progress hook, interrupt flag and previews, in a ComfyUI process."""
-    _needs_comfyui()
+    require_comfyui()
     done = subprocess.run(
         [COMFYUI_PYTHON, str(Path(__file__).with_name("comfyui_runtime_probe.py")), str(REPO_ROOT)],
-        cwd=COMFYUI_DIR, capture_output=True, text=True, timeout=300, env=_comfyui_env())
+        cwd=COMFYUI_DIR, capture_output=True, text=True, timeout=300, env=comfyui_env())
     lines = [line for line in done.stdout.splitlines() if line.startswith("PROBE-RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(lines[-1][len("PROBE-RESULT "):])

@@ -245,3 +245,26 @@ def test_original_layout_shards_load_as_one_model(tmp_path):
     (tmp_path / "diffusion_pytorch_model-00001-of-00002.safetensors").unlink()
     with pytest.raises(InputError, match="missing: diffusion_pytorch_model-00001-of-00002"):
         load_wan_dit(tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors")
+
+
+def test_architecture_metadata_sets_what_shapes_cannot(tmp_path):
+    """A 16-channel file marked ti2v (the demo model) gets first-frame conditioning and its
+    own head count; bad metadata is refused with the entry's name."""
+    from comfyui_videodit.model_loaders.wan_dit_loader import ARCHITECTURE_METADATA
+
+    state = random_state()
+    path = tmp_path / "marked.safetensors"
+    save_file(state, str(path), metadata={ARCHITECTURE_METADATA: json.dumps(
+        {"model_type": "ti2v", "num_heads": 4})})
+    loaded = load_wan_dit(path)
+    assert (loaded.config.model_type, loaded.config.num_heads) == ("ti2v", 4)
+    assert loaded.latent_format == "wan21"
+    plain = tmp_path / "plain.safetensors"
+    save_file(state, str(plain))
+    assert load_wan_dit(plain).config.model_type == "t2v"
+    for bad in ("not json", json.dumps({"model_type": "flf2v"}), json.dumps({"num_heads": 3}),
+                json.dumps({"layers": 2})):
+        broken = tmp_path / "broken.safetensors"
+        save_file(state, str(broken), metadata={ARCHITECTURE_METADATA: bad})
+        with pytest.raises(InputError, match=ARCHITECTURE_METADATA.replace(".", r"\.") + "|heads|model_type"):
+            load_wan_dit(broken)

@@ -35,8 +35,11 @@ def test_model_folder_listing_and_confinement(models_dir):
     (models_dir / "text_encoders" / "t5.safetensors").write_bytes(b"")
     (models_dir / "clip").mkdir()
     (models_dir / "clip" / "legacy.safetensors").write_bytes(b"")
-    assert model_folders.list_files("vae") == ["sub/a.safetensors"]
-    assert model_folders.list_files("text_encoders") == ["legacy.safetensors", "t5.safetensors"]
+    # the user's files, then the bundled demo model's under its own prefix
+    assert model_folders.list_files("vae") == ["sub/a.safetensors",
+                                               "videodit-demo/demo_vae.safetensors"]
+    assert model_folders.list_files("text_encoders") == [
+        "legacy.safetensors", "t5.safetensors", "videodit-demo/demo_umt5.safetensors"]
     assert model_folders.resolve("vae", "sub/a.safetensors") == models_dir / "vae/sub/a.safetensors"
     for bad in ("../text_encoders/t5.safetensors", "/etc/passwd", "sub/../../x", "C:\\x"):
         with pytest.raises(InputError, match="not a file name inside"):

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -23,59 +20,22 @@ from comfyui_videodit.media.decode import load_clip
 from comfyui_videodit.media.encode import save_clip
 from comfyui_videodit.runtime import io_folders
 
+from comfyui_server import ComfyUIServer, get_json
+
 pytestmark = pytest.mark.comfyui
-
-COMFYUI_DIR = os.environ.get("VIDEODIT_COMFYUI_DIR")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
+    return get_json(url, timeout=10)
 
 
 @pytest.fixture(scope="module")
 def comfyui(tmp_path_factory):
-    if not COMFYUI_DIR:
-        pytest.skip("set VIDEODIT_COMFYUI_DIR to a ComfyUI checkout to run this test")
-    root = tmp_path_factory.mktemp("comfyui_media")
-    for name in ("input", "output", "temp"):
-        (root / name).mkdir()
-    port = _free_port()
-    python = os.environ.get("VIDEODIT_COMFYUI_PYTHON", sys.executable)
-    log_path = root / "comfyui.log"
-    env = dict(os.environ)
-    env.pop("VIDEODIT_STANDALONE", None)  # conftest sets it for this process only
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-             "--output-directory", str(root / "output"), "--input-directory",
-             str(root / "input"), "--temp-directory", str(root / "temp"),
-             "--disable-auto-launch"],
-            cwd=COMFYUI_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    server = ComfyUIServer(tmp_path_factory.mktemp("comfyui_media"), extra_args=()).start()
     try:
-        while True:
-            try:
-                _get(url + "/queue")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("ComfyUI did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.5)
-        yield url, root
+        yield server.url, server.base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop()
 
 
 def _run(url: str, prompt: dict, extra_pnginfo: dict) -> dict:

@@ -267,5 +267,7 @@ def test_file_list_shows_videos_and_images_only(folders):
         (input_dir / name).write_bytes(b"x")
     (input_dir / "sub").mkdir()
     options = VideoDiTLoadVideo.INPUT_TYPES()["required"]["video"]
-    assert options[0] == ["a.PNG", "b.mp4", "c.webm", "e.gif"]
+    # the input folder's media, then the demo workflows' shipped inputs under their prefix
+    assert options[0][:4] == ["a.PNG", "b.mp4", "c.webm", "e.gif"]
+    assert all(name.startswith("videodit-demo/") for name in options[0][4:])
     assert options[1]["video_upload"] is True

@@ -8,61 +8,24 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 
 from comfyui_videodit.cli.queue_client import queue_batch
 
+from comfyui_server import ComfyUIServer
+
 pytestmark = pytest.mark.comfyui
-
-COMFYUI_DIR = os.environ.get("VIDEODIT_COMFYUI_DIR")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def comfyui(tmp_path_factory):
-    if not COMFYUI_DIR:
-        pytest.skip("set VIDEODIT_COMFYUI_DIR to a ComfyUI checkout to run this test")
-    root = tmp_path_factory.mktemp("comfyui")
-    port = _free_port()
-    python = os.environ.get("VIDEODIT_COMFYUI_PYTHON", sys.executable)
-    log = (root / "comfyui.log").open("w")
-    process = subprocess.Popen(
-        [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--output-directory", str(root / "output"), "--input-directory", str(root / "input"),
-         "--temp-directory", str(root / "temp"), "--disable-auto-launch"],
-        cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT,
-        # conftest forces the pack standalone in this process; inside ComfyUI it must not be
-        env={k: v for k, v in os.environ.items() if k != "VIDEODIT_STANDALONE"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(url + "/queue", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("ComfyUI did not start:\n" + (root / "comfyui.log").read_text()[-3000:])
-            time.sleep(0.5)
-    yield url, root
-    process.terminate()
+    server = ComfyUIServer(tmp_path_factory.mktemp("comfyui"), extra_args=()).start()
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        yield server.url, server.base
+    finally:
+        server.stop()
 
 
 def empty_image_workflow() -> dict:

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from comfyui_videodit.errors import InputError, Interrupted
-from comfyui_videodit.model_loaders.wan_vae_loader import (LoadedVAE, load_wan_vae, snap_frame_count,
+from comfyui_videodit.model_loaders.wan_vae_loader import (LoadedVAE, snap_frame_count,
                                                           snap_size)
 from comfyui_videodit.networks.wan_vae import WanVAE, WanVAEConfig
 from comfyui_videodit.nodes.vae import VideoDiTVAEDecode, VideoDiTVAEEncode, VideoDiTVAELoader
