@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         for start in range(0, args.clips, 32):
             clips = [make_clip(args.seed * 10_000_000 + i) for i in range(start, min(start + 32, args.clips))]
             specs += [c.spec for c in clips]
-            pixels = torch.stack([c.video.permute(3, 0, 1, 2) * 2 - 1 for c in clips])
+            pixels = torch.stack([train_vae.to_pixels(c.video) for c in clips])
             latents.append(WAN21.normalize(train_vae.encode(vae, pixels)).half())
             if (start // 32) % 20 == 0:
                 log(f"latents {start + len(clips)}/{args.clips} ({time.monotonic() - t0:.0f}s)")

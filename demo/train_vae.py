@@ -62,9 +62,14 @@ def decode(vae: WanVAE, latent: torch.Tensor) -> torch.Tensor:
                       for i in range(latent.shape[2])], dim=2)
 
 
+def to_pixels(video: torch.Tensor) -> torch.Tensor:
+    """A clip's ``[T, H, W, 3]`` 0..1 frames as the VAE's ``[3, T, H, W]`` in -1..1."""
+    return video.permute(3, 0, 1, 2) * 2.0 - 1.0
+
+
 def clip_pixels(seed: int) -> torch.Tensor:
     """``[3, 17, 64, 64]`` in -1..1."""
-    return make_clip(seed).video.permute(3, 0, 1, 2) * 2.0 - 1.0
+    return to_pixels(make_clip(seed).video)
 
 
 def random_crop(video: torch.Tensor, rng: random.Random, frames: int = CROP_FRAMES,
@@ -100,7 +105,7 @@ def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 1
 
     Crops of 5 frames train the first two chunks only. Later chunks start from a cache filled
     by earlier chunks, and errors carried in that cache compound chunk after chunk, so whole
-    clips only decode well after rounds on 9-frame and then whole-length (17-frame) crops.
+    clips only decode well after rounds on whole-length (17-frame) crops.
 
     ``decoder_only`` trains the decoder side (``conv2`` and ``decoder``) of a finished VAE: the
     latents stay exactly what they were, so a DiT trained on them stays valid.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .host import comfy_module
+from .model_folders import DEMO_PREFIX
 
 FOLDER_ENV = {"input": "VIDEODIT_INPUT_DIR", "output": "VIDEODIT_OUTPUT_DIR",
               "temp": "VIDEODIT_TEMP_DIR"}
@@ -68,7 +69,7 @@ def _folder(kind: str) -> Path:
 
 # The demo workflows' input media ship with the pack and are listed next to the input folder's
 # files as "videodit-demo/<file>", so those workflows run without copying anything.
-DEMO_INPUT_PREFIX = "videodit-demo/"
+DEMO_INPUT_PREFIX = DEMO_PREFIX  # the demo model files' prefix too
 DEMO_INPUT_DIR = Path(__file__).resolve().parent.parent / "example_workflows" / "input"
 
 

@@ -115,7 +115,8 @@ NOT_YET = pytest.mark.xfail(raises=AssertionError, strict=False,
                             reason="demo model below its motion/colour/edit thresholds")
 
 
-def _t2v_rates(t2v_clips):
+@pytest.fixture(scope="module")
+def t2v_rates(t2v_clips):
     scores = [ev.score_text_to_video(clip.spec, video) for clip, video in t2v_clips]
     linear = [s.direction for s in scores if s.direction is not None]
     return {"colour": sum(s.colour for s in scores) / len(scores),
@@ -123,19 +124,19 @@ def _t2v_rates(t2v_clips):
             "direction": sum(linear) / len(linear), "linear": len(linear)}
 
 
-def test_text_to_video_draws_the_prompted_background(t2v_clips):
-    rates = _t2v_rates(t2v_clips)
-    assert rates["background"] >= 0.90, f"background colour right in {rates['background']:.0%}"
-    assert rates["colour"] >= 0.5, f"object colour right in {rates['colour']:.0%} of clips"
+def test_text_to_video_draws_the_prompted_background(t2v_rates):
+    background, colour = t2v_rates["background"], t2v_rates["colour"]
+    assert background >= 0.90, f"background colour right in {background:.0%} of clips"
+    assert colour >= 0.5, f"object colour right in {colour:.0%} of clips"
 
 
 @NOT_YET
-def test_text_to_video_follows_held_out_prompts(t2v_clips):
-    rates = _t2v_rates(t2v_clips)
-    assert rates["linear"] >= 15
-    assert rates["colour"] >= 0.90, f"object colour right in {rates['colour']:.0%} of clips"
-    assert rates["direction"] >= 0.85, \
-        f"motion direction right in {rates['direction']:.0%} of {rates['linear']} clips"
+def test_text_to_video_follows_held_out_prompts(t2v_rates):
+    assert t2v_rates["linear"] >= 15
+    colour = t2v_rates["colour"]
+    assert colour >= 0.90, f"object colour right in {colour:.0%} of clips"
+    assert t2v_rates["direction"] >= 0.85, \
+        f"motion direction right in {t2v_rates['direction']:.0%} of {t2v_rates['linear']} clips"
 
 
 @NOT_YET
