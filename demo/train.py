@@ -8,7 +8,7 @@ Three stages, all on CPU and deterministic for a given seed and thread count:
    together (``train_dit``).
 
 Writes the three model files in ComfyUI's layouts and ``training.json`` (command, seed, steps,
-times, losses, hardware). About an hour on two CPU cores with the defaults.
+times, losses, hardware). About 100 minutes on two CPU cores with the defaults.
 """
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="VAE steps per round on whole-length (17-frame) crops at the end")
     parser.add_argument("--vae-clip-rounds", type=int, default=3,
                         help="rounds of --vae-clip-steps, each with a fresh warm-up and decay")
+    parser.add_argument("--vae-stationary-steps", type=int, default=400,
+                        help="VAE steps on whole-length crops plus still crops, with a loss on "
+                             "how much a still clip's latent frames differ")
+    parser.add_argument("--vae-stationary-weight", type=float, default=0.5,
+                        help="weight of that loss (see train_vae.latent_drift)")
     parser.add_argument("--vae-object-weight", type=float, default=5.0,
                         help="extra loss weight on the shapes' pixels (see train_vae.object_weights)")
     parser.add_argument("--vae-decoder-steps", type=int, default=300,
@@ -86,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.vae_clip_rounds):
             vae = train_vae.train_vae(steps=args.vae_clip_steps, seed=args.seed + 2 + round_,
                                       crop_frames=17, batch=8, init=vae, **common)
+        if args.vae_stationary_steps:
+            vae = train_vae.train_vae(steps=args.vae_stationary_steps,
+                                      seed=args.seed + 2 + args.vae_clip_rounds, crop_frames=17,
+                                      batch=8, init=vae,
+                                      stationary_weight=args.vae_stationary_weight, **common)
         reference = [train_vae.clip_pixels(2_000_000 + i) for i in range(256)]
         train_vae.match_wan21_statistics(vae, reference)
         report["stages"]["vae"] = {"image_steps": args.vae_image_steps, "steps": args.vae_steps,
                                    "clip_steps": args.vae_clip_steps,
                                    "clip_rounds": args.vae_clip_rounds,
+                                   "stationary_steps": args.vae_stationary_steps,
+                                   "stationary_weight": args.vae_stationary_weight,
                                    "object_weight": args.vae_object_weight,
                                    "seconds": round(time.monotonic() - t0)}
     for folder in FILES:

@@ -31,8 +31,12 @@ from ..networks.wan_dit import WanDiT, WanDiTConfig
 from .captions import caption
 
 TEXT_DIM = 128
+# Patch 1x1x1 rather than Wan's 1x2x2: on 8x8 latents a 2x2 patch makes 16-pixel tokens, and
+# the clips' motion (4-8 pixels per latent frame) would be a fraction of a token, which this
+# small network learned to ignore (objects stood still); with one token per latent pixel it
+# is a shift by one token, which attention with 3D RoPE expresses directly.
 DIT_CONFIG = dict(model_type="ti2v", in_dim=16, out_dim=16, dim=192, ffn_dim=576, num_heads=3,
-                  num_layers=6, text_dim=TEXT_DIM, freq_dim=64)
+                  num_layers=6, text_dim=TEXT_DIM, freq_dim=64, patch_size=(1, 1, 1))
 TEXT_LAYERS, TEXT_HEADS, TEXT_FF = 2, 4, 256
 VOCAB_SIZE = 256
 TRAIN_SHIFT = 3.0
@@ -138,7 +142,7 @@ def shifted(u: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def train_dit(latents: torch.Tensor, captions: list[list[str]], spiece: bytes, *, steps: int,
-              seed: int = 0, batch: int = 32, lr: float = 6e-4, ema_decay: float = 0.998,
+              seed: int = 0, batch: int = 16, lr: float = 6e-4, ema_decay: float = 0.998,
               log=print) -> tuple[UMT5Encoder, WanDiT]:
     """``latents``: ``[N, 16, T, h, w]`` normalised (model-space) latents of the clips."""
     torch.manual_seed(seed)

@@ -99,7 +99,8 @@ def object_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
 def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 16,
               pool: int = 3000, lr: float = 3e-4, crop_frames: int = CROP_FRAMES,
               init: WanVAE | None = None, decoder_only: bool = False,
-              object_weight: float = 0.0, log=print) -> WanVAE:
+              object_weight: float = 0.0, stationary_weight: float = 0.0, static_crops: int = 4,
+              log=print) -> WanVAE:
     """``image_steps`` on single-frame 32x32 crops first (cheap; the spatial path), then ``steps``
     on ``crop_frames``-frame crops (the temporal path too). ``init`` continues training a VAE.
 
@@ -109,6 +110,9 @@ def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 1
 
     ``decoder_only`` trains the decoder side (``conv2`` and ``decoder``) of a finished VAE: the
     latents stay exactly what they were, so a DiT trained on them stays valid.
+
+    ``stationary_weight`` adds ``static_crops`` still crops (one frame repeated) to each batch
+    and a loss on how much their latent frames differ (see :func:`latent_drift`).
     """
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -137,6 +141,10 @@ def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 1
         else:
             x = torch.stack([random_crop(rng.choice(clips), rng, crop_frames)
                              for _ in range(batch)])
+            if stationary_weight:
+                still = torch.stack([random_crop(rng.choice(clips), rng, 1)
+                                     for _ in range(static_crops)])
+                x = torch.cat([x, still.expand(-1, -1, crop_frames, -1, -1)])
         if decoder_only:
             with torch.no_grad():
                 mu = encode(vae, x)
@@ -150,6 +158,8 @@ def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 1
             loss = ((out - x) ** 2 * weights).sum() / (weights.sum() * x.shape[1])
         else:
             loss = F.mse_loss(out, x)
+        if stationary_weight and step >= image_steps:
+            loss = loss + stationary_weight * latent_drift(mu[-static_crops:])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -161,6 +171,20 @@ def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 1
     vae.eval().requires_grad_(False)
     log(f"vae trained: {total} steps in {time.monotonic() - start:.0f}s")
     return vae
+
+
+def latent_drift(mu: torch.Tensor) -> torch.Tensor:
+    """How much the latent frames of still clips differ, relative to the latent's spread.
+
+    A causal encoder starts each clip from an empty cache, so unless trained otherwise it gives
+    the same still scene a different code in every latent frame (trained on reconstruction
+    alone, this VAE's frames 0 and 4 of a still clip differed by more than the latents' own
+    spread). A DiT then has to learn a different code per frame index, and its objects drift,
+    split and fade from frame to frame. Penalising the drift gives a scene one code at every
+    frame, so moving an object is moving its code.
+    """
+    drift = (mu - mu.mean(dim=2, keepdim=True)).pow(2).mean()
+    return drift / mu.detach().var().clamp_min(1e-6)
 
 
 @torch.no_grad()
