@@ -125,8 +125,9 @@ def test_evaluation_prompts_are_held_out():
 
 # The shipped model does not reach these thresholds yet: its clips have the right background
 # and mostly the right object colour, and its objects persist and move, but mostly not in the
-# prompted direction (see demo_models/README.md for the measured rates). The checks stay, as expected failures
-# that must not crash, so that a better model turns them into passes (XPASS) at once.
+# prompted direction (see demo_models/README.md for the measured rates). The checks stay, as
+# expected failures that must not crash, so that a better model turns them into passes (XPASS)
+# at once.
 NOT_YET = pytest.mark.xfail(raises=AssertionError, strict=False,
                             reason="demo model below its motion/colour/edit thresholds")
 
