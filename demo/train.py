@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
                         "crops from")
     parser.add_argument("--clips", type=int, default=5000, help="training clips for the DiT")
     parser.add_argument("--dit-steps", type=int, default=4000)
+    parser.add_argument("--dit-lr", type=float, default=6e-4, help="peak learning rate of the "
+                        "DiT and text encoder (cosine decay after a 100-step warm-up)")
+    parser.add_argument("--dit-first-frame-weight", type=float, default=1.0,
+                        help="loss weight of latent frame 0 in text-to-video samples "
+                             "(see train_dit.train_dit)")
+    parser.add_argument("--dit-init", type=Path,
+                        help="continue training the text encoder and DiT of an earlier output "
+                             "folder (its tokenizer is kept) instead of starting afresh")
     parser.add_argument("--vae-state", type=Path,
                         help="skip stage 1: a VAE file written by an earlier run of stage 1 "
                              "(a JSON file of the same name + .json, if present, is its report)")
@@ -139,7 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     # 3. tokenizer, text encoder and DiT
     t0 = time.monotonic()
     captions = train_dit.caption_variants(specs, args.seed)
-    spiece = train_dit.train_tokenizer([c for variants in captions for c in variants])
+    init = None
+    if args.dit_init:
+        text_state = load_file(str(args.dit_init / "text_encoders" / FILES["text_encoders"]))
+        spiece = bytes(text_state.pop("spiece_model").tolist())
+        init = (text_state, load_file(str(args.dit_init / "diffusion_models" /
+                                          FILES["diffusion_models"])))
+    else:
+        spiece = train_dit.train_tokenizer([c for variants in captions for c in variants])
     losses: list[float] = []
 
     def log_dit(message: str) -> None:
@@ -148,9 +163,15 @@ def main(argv: list[str] | None = None) -> int:
             losses.append(float(message.split(" loss ")[1].split()[0]))
 
     encoder, dit = train_dit.train_dit(latents, captions, spiece, steps=args.dit_steps,
-                                       seed=args.seed, log=log_dit)
-    report["stages"]["dit"] = {"steps": args.dit_steps, "seconds": round(time.monotonic() - t0),
+                                       seed=args.seed, lr=args.dit_lr,
+                                       first_frame_weight=args.dit_first_frame_weight,
+                                       init=init, log=log_dit)
+    report["stages"]["dit"] = {"steps": args.dit_steps, "lr": args.dit_lr,
+                               "first_frame_weight": args.dit_first_frame_weight,
+                               "seconds": round(time.monotonic() - t0),
                                "loss_every_50_steps": losses}
+    if args.dit_init:
+        report["stages"]["dit"]["continued_from"] = str(args.dit_init)
     text_state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
     text_state["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
     save_file(text_state, str(args.output / "text_encoders" / FILES["text_encoders"]))

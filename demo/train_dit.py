@@ -143,14 +143,25 @@ def shifted(u: torch.Tensor, shift: float) -> torch.Tensor:
 
 def train_dit(latents: torch.Tensor, captions: list[list[str]], spiece: bytes, *, steps: int,
               seed: int = 0, batch: int = 16, lr: float = 6e-4, ema_decay: float = 0.998,
+              first_frame_weight: float = 1.0, init: tuple[dict, dict] | None = None,
               log=print) -> tuple[UMT5Encoder, WanDiT]:
-    """``latents``: ``[N, 16, T, h, w]`` normalised (model-space) latents of the clips."""
+    """``latents``: ``[N, 16, T, h, w]`` normalised (model-space) latents of the clips.
+
+    ``first_frame_weight`` scales the loss on latent frame 0 of text-to-video samples: that
+    frame alone fixes where the object starts, and with too little weight the model drew it
+    faintly and let the object fade in, which reads as growing rather than moving.
+    ``init``: (text encoder, DiT) state dicts to continue from instead of a fresh start; they
+    must have been trained with the same ``spiece``.
+    """
     torch.manual_seed(seed)
     rng = random.Random(seed)
     tokenizer = UMT5Tokenizer(spiece, source="demo")
     tokens = [[tokenizer.encode(c).ids for c in variants] for variants in captions]
     empty = tokenizer.encode("").ids
     encoder, dit = build_text_encoder(tokenizer.vocab_size), build_dit()
+    if init is not None:
+        encoder.load_state_dict(init[0])
+        dit.load_state_dict(init[1])
     params = list(encoder.parameters()) + list(dit.parameters())
     ema = [p.detach().clone() for p in params]
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -175,6 +186,7 @@ def train_dit(latents: torch.Tensor, captions: list[list[str]], spiece: bytes, *
         x_t[first, :, 0] = x0[first, :, 0]
         timestep[first, :per_frame] = 0.0
         weight = torch.ones_like(x0)
+        weight[:, :, 0] = first_frame_weight
         weight[first, :, 0] = 0.0
         context, bias = compact_context(encode_text(encoder, prompts), [len(p) for p in prompts],
                                         dit.config.text_len)

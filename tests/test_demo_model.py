@@ -100,6 +100,22 @@ def test_training_script_runs_and_writes_loadable_files(tmp_path):
     load_wan_vae(tmp_path / "vae" / train.FILES["vae"])
     assert json.loads((tmp_path / "training.json").read_text())["stages"]["dit"]["steps"] == 2
 
+    # continuing from that output keeps its tokenizer and starts from its weights
+    from safetensors.torch import load_file
+
+    more = tmp_path / "continued"
+    assert train.main(["--output", str(more), "--vae-state",
+                       str(tmp_path / "vae" / train.FILES["vae"]), "--vae-decoder-steps", "0",
+                       "--clips", "8", "--dit-steps", "1", "--dit-lr", "0",
+                       "--dit-first-frame-weight", "3", "--dit-init", str(tmp_path)]) == 0
+    for folder in ("text_encoders", "diffusion_models"):
+        before = load_file(str(tmp_path / folder / train.FILES[folder]))
+        after = load_file(str(more / folder / train.FILES[folder]))
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k]) for k in before), folder  # lr 0: unchanged
+    report = json.loads((more / "training.json").read_text())["stages"]["dit"]
+    assert report["continued_from"] == str(tmp_path) and report["first_frame_weight"] == 3.0
+
 
 def test_demo_vae_gives_a_still_scene_one_code_in_every_latent_frame():
     """Still clips (one frame repeated) must encode to nearly the same latent at every frame
@@ -123,11 +139,10 @@ def test_evaluation_prompts_are_held_out():
         assert is_held_out(obj.colour, obj.shape, obj.motion)
 
 
-# The shipped model does not reach these thresholds yet: its clips have the right background
-# and mostly the right object colour, and its objects persist and move, but mostly not in the
-# prompted direction (see demo_models/README.md for the measured rates). The checks stay, as
-# expected failures that must not crash, so that a better model turns them into passes (XPASS)
-# at once.
+# The shipped model does not reach these thresholds yet: its clips have the right background,
+# mostly the right object colour and mostly the prompted direction, but not as often as the
+# targets ask (see demo_models/README.md for the measured rates). The checks stay, as expected
+# failures that must not crash, so that a better model turns them into passes (XPASS) at once.
 NOT_YET = pytest.mark.xfail(raises=AssertionError, strict=False,
                             reason="demo model below its motion/colour/edit thresholds")
 
@@ -141,10 +156,14 @@ def t2v_rates(t2v_clips):
             "direction": sum(linear) / len(linear), "linear": len(linear)}
 
 
-def test_text_to_video_draws_the_prompted_background(t2v_rates):
+def test_text_to_video_draws_the_background_and_mostly_follows_the_prompt(t2v_rates):
     background, colour = t2v_rates["background"], t2v_rates["colour"]
     assert background >= 0.90, f"background colour right in {background:.0%} of clips"
-    assert colour >= 0.5, f"object colour right in {colour:.0%} of clips"
+    # floors the shipped model holds (78% and 68% on these clips), below the targets further
+    # down, so that a retrained model cannot quietly fall back
+    assert colour >= 0.70, f"object colour right in {colour:.0%} of clips"
+    assert t2v_rates["direction"] >= 0.60, \
+        f"motion direction right in {t2v_rates['direction']:.0%} of {t2v_rates['linear']} clips"
 
 
 @NOT_YET
