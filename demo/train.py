@@ -2,13 +2,16 @@
 
 Three stages, all on CPU and deterministic for a given seed and thread count:
 1. the VAE on crops of procedural clips (``train_vae``), then its latents mapped onto the Wan 2.1
-   statistics;
+   statistics, then rounds on the decoder alone (optionally with losses against morphing and
+   sharpness breathing; the latents do not change);
 2. latents of the training clips (the first ``--clips`` seeds of the training split), normalised;
 3. the SentencePiece tokenizer on the captions, then the umT5 text encoder and the TI2V-type DiT
    together (``train_dit``).
 
 Writes the three model files in ComfyUI's layouts and ``training.json`` (command, seed, steps,
 times, losses, hardware). About 100 minutes on two CPU cores with the defaults.
+``--vae-state`` starts from an earlier VAE, ``--dit-init`` from an earlier text encoder and DiT
+(``--dit-steps 0`` keeps them as they are: a decoder-only run).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,6 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-decoder-steps", type=int, default=300,
                         help="VAE steps on the decoder alone, on 17-frame crops, after the "
                              "latents are fixed")
+    parser.add_argument("--vae-decoder-rounds", type=int, default=1,
+                        help="rounds of --vae-decoder-steps (each with a fresh warm-up)")
+    parser.add_argument("--vae-detail-weight", type=float, default=0.0,
+                        help="decoder rounds: weight of the Laplacian loss (train_vae.detail_loss)")
+    parser.add_argument("--vae-temporal-weight", type=float, default=0.0,
+                        help="decoder rounds: weight of the frame-change loss "
+                             "(train_vae.temporal_loss)")
+    parser.add_argument("--vae-sharpness-weight", type=float, default=0.0,
+                        help="decoder rounds: weight of the sharpness-wobble loss "
+                             "(train_vae.sharpness_loss)")
     parser.add_argument("--vae-pool", type=int, default=3000, help="rendered clips the VAE "
                         "crops from")
     parser.add_argument("--clips", type=int, default=5000, help="training clips for the DiT")
@@ -63,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(see train_dit.train_dit)")
     parser.add_argument("--dit-init", type=Path,
                         help="continue training the text encoder and DiT of an earlier output "
-                             "folder (its tokenizer is kept) instead of starting afresh")
+                             "folder (its tokenizer is kept) instead of starting afresh; with "
+                             "--dit-steps 0 they are copied unchanged and no latents are made")
     parser.add_argument("--vae-state", type=Path,
                         help="skip stage 1: a VAE file written by an earlier run of stage 1 "
                              "(a JSON file of the same name + .json, if present, is its report)")
@@ -118,14 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.vae_decoder_steps:
         # the encoder is frozen, so the latents below are the same with or without this
         t1 = time.monotonic()
-        vae = train_vae.train_vae(steps=args.vae_decoder_steps, pool=args.vae_pool,
-                                  seed=args.seed + 100, crop_frames=17, batch=8, init=vae,
-                                  decoder_only=True, object_weight=args.vae_object_weight,
-                                  log=log)
+        vae = train_decoder(vae, args, log)
         report["stages"]["vae"].update(decoder_steps=args.vae_decoder_steps,
                                        decoder_seconds=round(time.monotonic() - t1))
+        if args.vae_decoder_rounds != 1 or decoder_losses(args):
+            report["stages"]["vae"].update(decoder_rounds=args.vae_decoder_rounds,
+                                           **decoder_losses(args))
     vae_file = args.output / "vae" / FILES["vae"]
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(vae_file))
+
+    if args.dit_init and args.dit_steps == 0:
+        # a VAE-decoder-only run: the text encoder and DiT are the earlier ones, byte for byte
+        for folder in ("text_encoders", "diffusion_models"):
+            shutil.copyfile(args.dit_init / folder / FILES[folder],
+                            args.output / folder / FILES[folder])
+        report["stages"]["dit"] = {"steps": 0, "copied_from": str(args.dit_init)}
+        return _finish(report, args.output, log)
 
     # 2. latents of the training clips
     t0 = time.monotonic()
@@ -181,11 +204,39 @@ def main(argv: list[str] | None = None) -> int:
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()},
               str(args.output / "diffusion_models" / FILES["diffusion_models"]),
               metadata={ARCHITECTURE_METADATA: architecture})
-    report["files"] = {f"{folder}/{name}": (args.output / folder / name).stat().st_size
+    return _finish(report, args.output, log)
+
+
+def _finish(report: dict, output: Path, log) -> int:
+    report["files"] = {f"{folder}/{name}": (output / folder / name).stat().st_size
                        for folder, name in FILES.items()}
-    (args.output / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    log(f"wrote {', '.join(FILES.values())} to {args.output}")
+    (output / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {', '.join(FILES.values())} to {output}")
     return 0
+
+
+def decoder_losses(args) -> dict:
+    """The decoder rounds' extra loss weights that are switched on."""
+    weights = {"detail_weight": args.vae_detail_weight,
+               "temporal_weight": args.vae_temporal_weight,
+               "sharpness_weight": args.vae_sharpness_weight}
+    return {k: v for k, v in weights.items() if v}
+
+
+def train_decoder(vae, args, log=print):
+    """``--vae-decoder-rounds`` rounds of ``--vae-decoder-steps`` decoder-only steps on whole
+    17-frame crops; the encoder, and so every latent, stays as it was."""
+    from . import train_vae
+
+    for round_ in range(args.vae_decoder_rounds):
+        vae = train_vae.train_vae(steps=args.vae_decoder_steps, pool=args.vae_pool,
+                                  seed=args.seed + 100 + round_, crop_frames=17, batch=8,
+                                  init=vae, decoder_only=True,
+                                  object_weight=args.vae_object_weight,
+                                  detail_weight=args.vae_detail_weight,
+                                  temporal_weight=args.vae_temporal_weight,
+                                  sharpness_weight=args.vae_sharpness_weight, log=log)
+    return vae
 
 
 def _hardware() -> dict:

@@ -116,6 +116,45 @@ def test_training_script_runs_and_writes_loadable_files(tmp_path):
     report = json.loads((more / "training.json").read_text())["stages"]["dit"]
     assert report["continued_from"] == str(tmp_path) and report["first_frame_weight"] == 3.0
 
+    # decoder rounds with the consistency losses change the decoder, never the encoder
+    tuned = tmp_path / "decoder"
+    assert train.main(["--output", str(tuned), "--vae-state",
+                       str(tmp_path / "vae" / train.FILES["vae"]), "--vae-pool", "4",
+                       "--vae-decoder-steps", "1", "--vae-decoder-rounds", "2",
+                       "--vae-detail-weight", "0.25", "--vae-temporal-weight", "2",
+                       "--vae-sharpness-weight", "0.05", "--dit-steps", "0",
+                       "--dit-init", str(tmp_path)]) == 0
+    for folder in ("text_encoders", "diffusion_models"):  # copied as they were
+        name = train.FILES[folder]
+        assert (tuned / folder / name).read_bytes() == (tmp_path / folder / name).read_bytes()
+    before = load_file(str(tmp_path / "vae" / train.FILES["vae"]))
+    after = load_file(str(tuned / "vae" / train.FILES["vae"]))
+    encoder = [k for k in before if k.startswith(("encoder.", "conv1."))]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    vae_report = json.loads((tuned / "training.json").read_text())["stages"]["vae"]
+    assert vae_report["decoder_rounds"] == 2 and vae_report["sharpness_weight"] == 0.05
+
+
+def test_decoder_consistency_losses_punish_wobble_not_a_steady_difference():
+    from comfyui_videodit.demo import train_vae
+
+    torch.manual_seed(0)
+    x = torch.zeros(2, 3, 9, 32, 32) - 0.5
+    for t in range(9):  # a bright square moving right
+        x[:, :, t, 10:18, 4 + 2 * t:12 + 2 * t] = 0.8
+    blur = torch.nn.functional.avg_pool3d(x, (1, 3, 3), stride=1, padding=(0, 1, 1),
+                                          count_include_pad=False)
+    breathing = torch.where(torch.arange(9).view(1, 1, 9, 1, 1) % 2 == 1, blur, x)
+    # evenly blurrier frames do not wobble in sharpness; every other frame blurred does
+    assert train_vae.sharpness_loss(blur, x) < 1e-6
+    assert train_vae.sharpness_loss(breathing, x) > 0.1
+    assert train_vae.detail_loss(x, x) == 0 and train_vae.detail_loss(blur, x) > 0
+    # a steady colour offset changes nothing from frame to frame; a flickering one does
+    flicker = 0.05 * (torch.arange(9) % 2 * 2 - 1).view(1, 1, 9, 1, 1)
+    assert train_vae.temporal_loss(x + 0.1, x) < 1e-12
+    assert train_vae.temporal_loss(x + flicker, x) > 0.009
+
 
 def test_demo_vae_gives_a_still_scene_one_code_in_every_latent_frame():
     """Still clips (one frame repeated) must encode to nearly the same latent at every frame
@@ -139,6 +178,26 @@ def test_evaluation_prompts_are_held_out():
         assert is_held_out(obj.colour, obj.shape, obj.motion)
 
 
+def test_demo_vae_round_trip_neither_morphs_nor_breathes():
+    """Encoded and decoded, held-out clips must keep the consistency report's motion-compensated
+    error and sharpness breathing under its fail limits (3 and 0.1). Before the decoder's
+    consistency rounds the round trip failed on 26 of 30 clips (median warp error 2.7,
+    hf_pump 0.14); after them on 5 (1.6, 0.07)."""
+    import statistics
+
+    from comfyui_videodit.consistency.metrics import compute_metrics
+
+    pipeline = ev.DemoPipeline()
+    warp, pump = [], []
+    for clip in ev.held_out_specs(8, seed=3):
+        video = pipeline.decode(pipeline.encode(clip.video))
+        values = compute_metrics(video.permute(0, 3, 1, 2)).values
+        warp.append(values["warp_mae"])
+        pump.append(values["hf_pump"])
+    assert statistics.median(warp) <= 2.0, warp
+    assert statistics.median(pump) <= 0.09, pump
+
+
 # The shipped model does not reach these thresholds yet: its clips have the right background,
 # mostly the right object colour and mostly the prompted direction, but not as often as the
 # targets ask (see demo_models/README.md for the measured rates). The checks stay, as expected
@@ -159,10 +218,10 @@ def t2v_rates(t2v_clips):
 def test_text_to_video_draws_the_background_and_mostly_follows_the_prompt(t2v_rates):
     background, colour = t2v_rates["background"], t2v_rates["colour"]
     assert background >= 0.90, f"background colour right in {background:.0%} of clips"
-    # floors the shipped model holds (78% and 68% on these clips), below the targets further
+    # floors the shipped model holds (80% and 72% on these clips), below the targets further
     # down, so that a retrained model cannot quietly fall back
-    assert colour >= 0.70, f"object colour right in {colour:.0%} of clips"
-    assert t2v_rates["direction"] >= 0.60, \
+    assert colour >= 0.75, f"object colour right in {colour:.0%} of clips"
+    assert t2v_rates["direction"] >= 0.64, \
         f"motion direction right in {t2v_rates['direction']:.0%} of {t2v_rates['linear']} clips"
 
 
