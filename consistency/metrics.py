@@ -117,7 +117,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(dim=(1, 2, 3)) / den.where(den > 0, torch.full_like(den, float("nan")))
 
 
-def _laplacian(g: torch.Tensor) -> torch.Tensor:
+def laplacian(g: torch.Tensor) -> torch.Tensor:
+    """3x3 Laplacian of ``[N, 1, H, W]`` (replicate-padded)."""
     k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=g.device)
     return F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
 
@@ -257,7 +258,7 @@ def compute_metrics(frames: torch.Tensor, *, fps: float = 16.0, flows: ClipFlows
     # Sharpness pumping: detail energy per frame.
     g = to_grey(crop_border(frames, border).float())
     g = g / g.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
-    energy = torch.cat([_laplacian(g[i:i + 16].to(device)).pow(2).mean(dim=(1, 2, 3)).cpu()
+    energy = torch.cat([laplacian(g[i:i + 16].to(device)).pow(2).mean(dim=(1, 2, 3)).cpu()
                         for i in range(0, t, 16)])
     values["hf_pump"] = float(segment_flicker(energy, segments) / energy.mean().clamp_min(1e-12)) \
         if t >= 3 else None

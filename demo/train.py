@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         vae = train_decoder(vae, args, log)
         report["stages"]["vae"].update(decoder_steps=args.vae_decoder_steps,
                                        decoder_seconds=round(time.monotonic() - t1))
-        if args.vae_decoder_rounds != 1 or decoder_losses(args):
-            report["stages"]["vae"].update(decoder_rounds=args.vae_decoder_rounds,
-                                           **decoder_losses(args))
+        extra_losses = decoder_losses(args)
+        if args.vae_decoder_rounds != 1 or extra_losses:
+            report["stages"]["vae"].update(decoder_rounds=args.vae_decoder_rounds, **extra_losses)
     vae_file = args.output / "vae" / FILES["vae"]
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(vae_file))
 

@@ -19,6 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ..consistency.flow import to_grey
+from ..consistency.metrics import laplacian as frame_laplacian
 from ..networks.wan_vae import CausalCache, WanVAE, WanVAEConfig
 from ..samplers.latent_formats import WAN21
 from .clips import make_clip
@@ -161,7 +163,7 @@ def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 1
         out = decode(vae, z)
         if object_weight:
             weights = object_weights(x, object_weight)
-            loss = ((out - x) ** 2 * weights).sum() / (weights.sum() * x.shape[1])
+            loss = weighted_mean((out - x) ** 2, weights)
         else:
             loss = F.mse_loss(out, x)
         if detail_weight:
@@ -185,12 +187,16 @@ def train_vae(*, steps: int, image_steps: int = 0, seed: int = 0, batch: int = 1
     return vae
 
 
+def weighted_mean(err: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``err`` ``[B, C, T, H, W]`` under per-pixel ``weights`` ``[B, 1, T, H, W]``."""
+    return (err * weights).sum() / (weights.sum() * err.shape[1])
+
+
 def laplacian(x: torch.Tensor) -> torch.Tensor:
-    """Per-frame 3x3 Laplacian of ``[B, C, T, H, W]`` (replicate-padded)."""
+    """The consistency report's per-frame Laplacian, on every channel of ``[B, C, T, H, W]``."""
     b, c, t, h, w = x.shape
-    kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-    frames = F.pad(x.transpose(1, 2).reshape(b * t * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
-    return F.conv2d(frames, kernel).view(b, t, c, h, w).transpose(1, 2)
+    frames = frame_laplacian(x.transpose(1, 2).reshape(b * t * c, 1, h, w))
+    return frames.view(b, t, c, h, w).transpose(1, 2)
 
 
 def detail_loss(out: torch.Tensor, x: torch.Tensor, weights: torch.Tensor | None = None
@@ -203,17 +209,16 @@ def detail_loss(out: torch.Tensor, x: torch.Tensor, weights: torch.Tensor | None
     after a plain encode/decode round trip. Matching the Laplacian fixes each frame's edges.
     """
     err = (laplacian(out) - laplacian(x)) ** 2
-    if weights is None:
-        return err.mean()
-    return (err * weights).sum() / (weights.sum() * x.shape[1])
+    return err.mean() if weights is None else weighted_mean(err, weights)
 
 
 def detail_energy(x: torch.Tensor) -> torch.Tensor:
     """``[B, T]`` mean squared Laplacian of each frame's luma divided by its mean, the
     per-frame quantity whose wobble the consistency report calls sharpness breathing."""
-    luma = (x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1, 1) * (x + 1) / 2).sum(1, True)
-    luma = luma / luma.mean(dim=(3, 4), keepdim=True).clamp_min(1e-3)
-    return laplacian(luma).pow(2).mean(dim=(1, 3, 4))
+    b, _, t, h, w = x.shape
+    luma = to_grey(((x + 1) / 2).transpose(1, 2).reshape(b * t, 3, h, w))
+    luma = luma / luma.mean(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    return frame_laplacian(luma).pow(2).mean(dim=(1, 2, 3)).view(b, t)
 
 
 def sharpness_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -224,13 +229,14 @@ def sharpness_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     detail energy), so asking for the same energy would ask for artefacts; what the report
     fails is energy pumping in the four-frame rhythm of the decoder's time upsampling.
     """
-    floor = 0.05 * detail_energy(x).mean(dim=1, keepdim=True) + 1e-5
+    source = detail_energy(x)
+    floor = 0.05 * source.mean(dim=1, keepdim=True) + 1e-5
 
-    def wobble(v: torch.Tensor) -> torch.Tensor:
-        e = torch.log(detail_energy(v) + floor)
+    def wobble(energy: torch.Tensor) -> torch.Tensor:
+        e = torch.log(energy + floor)
         return e[:, 2:] - 2 * e[:, 1:-1] + e[:, :-2]
 
-    return (wobble(out) - wobble(x)).pow(2).mean()
+    return (wobble(detail_energy(out)) - wobble(source)).pow(2).mean()
 
 
 def temporal_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
