@@ -148,7 +148,7 @@ def other_colour(colour: str, rng: random.Random) -> str:
 def evaluate(clips: int, seed: int = 0) -> dict:
     pipeline = DemoPipeline()
     rng = random.Random(seed)
-    t2v, verdicts, source_verdicts = [], [], []
+    t2v, verdicts, source_verdicts, round_trip_verdicts = [], [], [], []
     for i, c in enumerate(held_out_specs(clips, seed=seed)):
         video = pipeline.text_to_video(c.caption, seed + i)
         t2v.append(score_text_to_video(c.spec, video))
@@ -156,6 +156,8 @@ def evaluate(clips: int, seed: int = 0) -> dict:
         # what the report says of the procedural clip the prompt describes, for scale: hard
         # one-pixel edges that bounce or grow breathe in sharpness, and slow growth is "static"
         source_verdicts.append(consistency_verdict(c.video))
+        # and of that clip after a VAE encode/decode alone: the most any DiT can reach
+        round_trip_verdicts.append(consistency_verdict(pipeline.decode(pipeline.encode(c.video))))
     linear = [s.direction for s in t2v if s.direction is not None]
     report = {"text_to_video": {
         "clips": len(t2v), "colour": _rate(s.colour for s in t2v),
@@ -163,7 +165,10 @@ def evaluate(clips: int, seed: int = 0) -> dict:
         "direction": _rate(linear), "linear_clips": len(linear),
         "consistency_report_good": _rate(v == "good" for v in verdicts),
         "consistency_report_not_fail": _rate(v != "fail" for v in verdicts),
-        "consistency_report_good_on_source_clips": _rate(v == "good" for v in source_verdicts)}}
+        "consistency_report_good_on_source_clips": _rate(v == "good" for v in source_verdicts),
+        "consistency_report_good_on_vae_round_trip": _rate(v == "good" for v in round_trip_verdicts),
+        "consistency_report_not_fail_on_vae_round_trip":
+            _rate(v != "fail" for v in round_trip_verdicts)}}
     i2v_psnr, i2v_motion = [], []
     for i, c in enumerate(held_out_specs(clips, seed=seed + 1)):
         video = pipeline.image_to_video(c.video[:1], c.caption, seed + i)
