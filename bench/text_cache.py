@@ -17,8 +17,11 @@ from comfyui_videodit.model_loaders.tokenizer import UMT5Tokenizer
 from comfyui_videodit.model_loaders.umt5_loader import TextEncoder
 from comfyui_videodit.networks.umt5 import UMT5Config, UMT5Encoder
 from comfyui_videodit.runtime.memory import ManagedModel
-from comfyui_videodit.runtime.prompt_cache import PromptCache
+from comfyui_videodit.core.prompt_cache import PromptCache
+from comfyui_videodit.families.wan import WanFamily
 from comfyui_videodit.samplers.text_conditioning import encode_conditioning
+
+TEXT_LEN = WanFamily.text_spec.length
 
 CONFIGS = {
     "tiny (d 64, 2 layers)": UMT5Config(vocab_size=1024, d_model=64, d_kv=16, d_ff=128,
@@ -57,11 +60,11 @@ def miss_and_hit_ms(encoder: TextEncoder, positive: str, negative: str) -> tuple
 
     def miss():
         cache.clear()
-        return encode_conditioning(encoder, positive, negative, cache=cache)
+        return encode_conditioning(encoder, positive, negative, cache=cache, text_len=TEXT_LEN)
 
     cond = miss()
     miss_ms = median_ms(miss, 5)
-    hit_ms = median_ms(lambda: encode_conditioning(encoder, positive, negative, cache=cache), 50)
+    hit_ms = median_ms(lambda: encode_conditioning(encoder, positive, negative, cache=cache, text_len=TEXT_LEN), 50)
     return cond, miss_ms, hit_ms
 
 

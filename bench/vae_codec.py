@@ -32,9 +32,9 @@ def run_one(impl: str, direction: str, weights: str) -> dict:
     if impl == "ours":
         from comfyui_videodit.model_loaders.wan_vae_loader import load_wan_vae
 
-        vae = load_wan_vae(weights, dtype="fp32")
-        work = (lambda: vae.encode(clip, progress=False)) if direction == "encode" else (
-            lambda: vae.decode(latent, progress=False))
+        vae = load_wan_vae(weights, dtype="fp32")  # CPU, like the diffusers side
+        work = (lambda: vae.encode(clip)) if direction == "encode" else (
+            lambda: vae.decode(latent))
     else:
         from diffusers import AutoencoderKLWan
         from safetensors.torch import load_file

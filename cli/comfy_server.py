@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,31 @@ class PromptRejected(Exception):
         super().__init__("; ".join(str(p) for p in problems))
 
 
+class SubmitUnclear(ServerUnreachable):
+    """``POST /prompt`` answered neither 200 with JSON nor 400 (a 500, a proxy error page,
+    a reply that is not JSON): the prompt may or may not be queued."""
+
+    def __init__(self, url: str, status: int, body: Any):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else json.dumps(body)
+        self.status, self.body = status, " ".join(text.split())[:300]
+        super().__init__(f"{url}/prompt answered HTTP {status}: {self.body or '(empty body)'}")
+
+
+# A download slower than this on average (after the first timeout_s) is treated as a stalled
+# server: sock_read alone never fires while a server trickles a byte at a time.
+MIN_DOWNLOAD_BYTES_PER_S = 16 * 1024
+
+
 class ComfyServer:
-    def __init__(self, url: str, client_id: str, *, timeout_s: float = 30.0):
+    def __init__(self, url: str, client_id: str, *, timeout_s: float = 30.0,
+                 request_timeout_s: float = 120.0):
         self.url = url.rstrip("/")
         if "://" not in self.url:
             self.url = "http://" + self.url
         self.client_id = client_id
         self.timeout_s = timeout_s
+        # Whole API calls (not downloads) end by this deadline, however slowly bytes arrive.
+        self.request_timeout_s = request_timeout_s
         self._session = None
         self._listeners: dict[str, asyncio.Queue] = {}
         self._ws_task: asyncio.Task | None = None
@@ -66,11 +85,16 @@ class ComfyServer:
     async def _request(self, method: str, path: str, **kwargs) -> tuple[int, Any]:
         import aiohttp
 
+        kwargs.setdefault("timeout", aiohttp.ClientTimeout(
+            total=self.request_timeout_s, connect=self.timeout_s, sock_read=self.timeout_s))
         try:
             async with self._session.request(method, self.url + path, **kwargs) as response:
                 body = await response.read()
                 if response.content_type == "application/json":
-                    return response.status, json.loads(body or b"null")
+                    try:
+                        return response.status, json.loads(body or b"null")
+                    except ValueError:  # said JSON, is not: the caller sees the raw bytes
+                        return response.status, body
                 return response.status, body
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
             raise ServerUnreachable(f"{self.url} did not answer {method} {path}: "
@@ -131,16 +155,23 @@ class ComfyServer:
             raise PromptRejected(problems_from_server_error(
                 answer if isinstance(answer, dict) else {"error": str(answer)}, prompt))
         if status != 200 or not isinstance(answer, dict):
-            raise ServerUnreachable(f"{self.url}/prompt answered HTTP {status}")
-        return problems_from_node_errors(answer.get("node_errors") or {}, prompt)
+            raise SubmitUnclear(self.url, status, answer)
+        node_errors = answer.get("node_errors")
+        return problems_from_node_errors(node_errors if isinstance(node_errors, dict) else {},
+                                         prompt)
 
     async def queue_ids(self) -> tuple[list[str], list[str]]:
         """Prompt ids running and pending (queue items are ``[number, id, prompt, extra, outputs]``)."""
         body = await self._json("GET", "/queue")
-        return ([item[1] for item in body.get("queue_running", [])],
-                [item[1] for item in body.get("queue_pending", [])])
+
+        def ids(key):
+            items = body.get(key) if isinstance(body, dict) else None
+            return [item[1] for item in items or [] if isinstance(item, list) and len(item) > 1]
+
+        return ids("queue_running"), ids("queue_pending")
 
     async def history(self, prompt_id: str) -> dict | None:
+        """The prompt's ``/history`` entry (whatever JSON the server sent), None when absent."""
         body = await self._json("GET", f"/history/{prompt_id}")
         return body.get(prompt_id) if isinstance(body, dict) else None
 
@@ -167,9 +198,17 @@ class ComfyServer:
                 if response.status != 200:
                     raise ServerUnreachable(f"{self.url}/view {subfolder}/{filename} answered "
                                             f"HTTP {response.status}")
+                started, received = time.monotonic(), 0
                 with dest.open("wb") as handle:
                     async for chunk in response.content.iter_chunked(1 << 20):
                         handle.write(chunk)
+                        received += len(chunk)
+                        elapsed = time.monotonic() - started
+                        if elapsed > self.timeout_s and \
+                                received < MIN_DOWNLOAD_BYTES_PER_S * elapsed:
+                            raise ServerUnreachable(
+                                f"{self.url} sends {filename} too slowly ({received} bytes in "
+                                f"{elapsed:.0f} s); treating it as stalled")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
             if isinstance(err, ServerUnreachable):
                 raise

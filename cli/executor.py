@@ -36,28 +36,47 @@ class ExecutionResult:
     order: list[str] = field(default_factory=list)
 
 
+class WorkflowLoop(ValueError):
+    """Some node depends on itself through its links; ``path`` is the loop, first id again last."""
+
+    def __init__(self, path: list[str], prompt: Mapping[str, dict]):
+        self.path = path
+        steps = " -> ".join(f"#{n} {(prompt.get(n) or {}).get('class_type', '?')}" for n in path)
+        super().__init__(f"the workflow has a loop: {steps}")
+
+
 def execution_order(prompt: Mapping[str, dict], output_node_ids) -> list[str]:
-    """The output nodes and their ancestors, every node after the nodes it reads from."""
+    """The output nodes and their ancestors, every node after the nodes it reads from.
+
+    Iterative (a chain of thousands of nodes is fine); a loop raises :class:`WorkflowLoop`.
+    """
     order: list[str] = []
     state: dict[str, str] = {}
-
-    def visit(node_id: str, path: tuple[str, ...]):
-        if state.get(node_id) == "done":
-            return
-        if state.get(node_id) == "visiting":
-            cycle = " -> ".join(path + (node_id,))
-            raise ValueError(f"the workflow has a loop: {cycle}")
-        state[node_id] = "visiting"
-        for value in (prompt[node_id].get("inputs") or {}).values():
-            if _is_link(value):
-                visit(str(value[0]), path + (node_id,))
-        state[node_id] = "done"
-        order.append(node_id)
-
-    for node_id in sorted(output_node_ids, key=lambda i: [int(p) if p.isdigit() else p
-                                                          for p in str(i).split(":")]):
-        visit(str(node_id), ())
+    for start in sorted(output_node_ids, key=lambda i: [int(p) if p.isdigit() else p
+                                                        for p in str(i).split(":")]):
+        start = str(start)
+        if state.get(start) == "done":
+            continue
+        state[start] = "visiting"
+        stack = [(start, iter(_links_of(prompt, start)))]
+        while stack:
+            node_id, pending = stack[-1]
+            origin = next(pending, None)
+            if origin is None:
+                stack.pop()
+                state[node_id] = "done"
+                order.append(node_id)
+            elif state.get(origin) == "visiting":
+                path = [n for n, _ in stack]
+                raise WorkflowLoop(path[path.index(origin):] + [origin], prompt)
+            elif state.get(origin) != "done" and origin in prompt:
+                state[origin] = "visiting"
+                stack.append((origin, iter(_links_of(prompt, origin))))
     return order
+
+
+def _links_of(prompt: Mapping[str, dict], node_id: str) -> list[str]:
+    return [str(v[0]) for v in ((prompt[node_id].get("inputs") or {}).values()) if _is_link(v)]
 
 
 def _is_link(value: Any) -> bool:

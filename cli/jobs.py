@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 NAME_COLUMN = "name"
 SEED_KEY = "@seed"  # stands for every seed widget of the workflow
+MAX_SEEDS = 1_000_000  # one job each: more is a typo (1-10000000), not a batch
 
 
 class JobsFileError(ValueError):
@@ -39,7 +40,7 @@ class Job:
 
 def parse_seeds(text: str) -> list[int]:
     """``"1-8"``, ``"3,5,9"`` or ``"1-4,10"`` -> a list of seeds (in order, no repeats)."""
-    seeds: list[int] = []
+    seeds: dict[int, None] = {}  # ordered, and a repeat is found in constant time
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
@@ -50,12 +51,13 @@ def parse_seeds(text: str) -> list[int]:
         stop = int(match.group(2)) if match.group(2) else start
         if stop < start:
             raise JobsFileError(f"--seeds {text!r}: {part} runs backwards")
-        for seed in range(start, stop + 1):
-            if seed not in seeds:
-                seeds.append(seed)
+        if stop - start >= MAX_SEEDS or len(seeds) + stop - start >= MAX_SEEDS:
+            raise JobsFileError(f"--seeds {text!r}: more than {MAX_SEEDS:,} seeds; split the "
+                                "batch into smaller ranges")
+        seeds.update(dict.fromkeys(range(start, stop + 1)))
     if not seeds:
         raise JobsFileError(f"--seeds {text!r}: no seeds given")
-    return seeds
+    return list(seeds)
 
 
 def load_jobs_file(path: str | Path) -> list[dict[str, Any]]:

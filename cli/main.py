@@ -1,12 +1,23 @@
-"""Entry point of ``python -m comfyui_videodit`` / ``videodit``."""
+"""Entry point of ``python -m comfyui_videodit`` and of ``videodit`` (the console script pip
+installs)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
+def program_name(argv0: str | None = None) -> str:
+    """How the user started us: ``videodit`` (pip's console script) or
+    ``python -m comfyui_videodit``, so help and usage lines show a command that works."""
+    name = os.path.basename(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else ""))
+    if not name or name in ("__main__.py", "-c") or name.startswith("python"):
+        return "python -m comfyui_videodit"
+    return name.removesuffix(".exe").removesuffix("-script.py")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m comfyui_videodit",
+    parser = argparse.ArgumentParser(prog=program_name(),
                                      description="ComfyUI-VideoDiT command line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -7,7 +7,6 @@ is reported before anything runs. A value written as a JSON list (``[5, 6, 7]``)
 """
 from __future__ import annotations
 
-import copy
 import difflib
 import json
 from dataclasses import dataclass
@@ -140,10 +139,19 @@ def coerce_value(raw: Any, target: Target, prompt: Mapping[str, dict],
 
 
 def apply_overrides(prompt: Mapping[str, dict], values: Mapping[Target, Any]) -> dict:
-    """A copy of ``prompt`` with the (already coerced) values set; links they replace are cut."""
-    result = copy.deepcopy(dict(prompt))
+    """A copy of ``prompt`` with the (already coerced) values set; links they replace are cut.
+
+    Only the nodes that change are copied (a batch of 300,000 seeds makes 300,000 prompts);
+    the others are shared with ``prompt`` and must be treated as read-only."""
+    result = dict(prompt)
+    copied: set[str] = set()
     for target, value in values.items():
-        result[target.node_id].setdefault("inputs", {})[target.input] = (
+        if target.node_id not in copied:
+            node = dict(result[target.node_id])
+            node["inputs"] = dict(node.get("inputs") or {})
+            result[target.node_id] = node
+            copied.add(target.node_id)
+        result[target.node_id]["inputs"][target.input] = (
             {"__value__": value} if isinstance(value, list) else value)
     return result
 

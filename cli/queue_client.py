@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import signal
 import sys
 import time
@@ -29,14 +30,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .batch_report import Reporter
-from .comfy_server import ComfyServer, PromptRejected, ServerUnreachable
+from .comfy_server import ComfyServer, PromptRejected, ServerUnreachable, SubmitUnclear
 from .downloads import file_entries, place_new_file
 from .jobs import SEED_KEY, Job, build_jobs, load_jobs_file, parse_seeds
 from .manifest import FINISHED, Manifest, now_iso, parse_iso
 from .node_info import combo_options, input_spec
 from .overrides import (OverrideError, Target, apply_overrides, coerce_value, parse_sweep_value,
                         resolve_target, seed_targets, split_assignment)
-from .validate import ValidationFailed, validate_prompt
+from .validate import ValidationFailed, check_inputs, validate_prompt
 from .workflow_format import to_api_prompt, workflow_kind
 
 OUTPUT_KINDS = ("output",)  # /view types downloaded (PreviewImage writes "temp": not a result)
@@ -90,6 +91,8 @@ def prepare_jobs(workflow: dict, object_info: dict, *, jobs_rows: Sequence[dict]
                             "noise_seed holding a value) to set")
     targets: dict[str, Target] = {}
     seen_keys: dict[str, int] = {}
+    validated: set[str] = set()
+    node_json: dict[int, tuple[dict, str]] = {}
     prepared, problems = [], []
     for job in jobs:
         values: dict[Target, Any] = {}
@@ -111,21 +114,43 @@ def prepare_jobs(workflow: dict, object_info: dict, *, jobs_rows: Sequence[dict]
             values[target] = value
             overrides[label] = value
         prompt = apply_overrides(base, values)
-        check_info = _with_uploads_allowed(object_info, prompt, uploads)
-        for problem in validate_prompt(prompt, check_info):
-            problems.append(f"job {job.name}: {problem}")
-        prepared.append(PreparedJob(job, _job_key(job, prompt, seen_keys), prompt, overrides,
-                                    uploads))
+        # Jobs that differ only in their seed are validated in full once; for the others
+        # only the seed values are checked (a 300,000-seed batch prepares in seconds).
+        same_but_seed = json.dumps([{k: v for k, v in job.assignments.items() if k != SEED_KEY},
+                                    sorted(map(list, uploads))], sort_keys=True, default=str)
+        if same_but_seed in validated:
+            found = check_inputs(prompt, object_info,
+                                 [(t.node_id, t.input) for t in seed_widgets])
+        else:
+            check_info = _with_uploads_allowed(object_info, prompt, uploads)
+            found = validate_prompt(prompt, check_info)
+            validated.add(same_but_seed)
+        problems.extend(f"job {job.name}: {problem}" for problem in found)
+        prepared.append(PreparedJob(job, _job_key(job, prompt, seen_keys, node_json), prompt,
+                                    overrides, uploads))
     if problems:
         raise ValidationFailed(_dedupe(problems), header="the batch is not valid")
     return prepared, conversion.notes
 
 
-def _job_key(job: Job, prompt: dict, seen: dict[str, int]) -> str:
+def _job_key(job: Job, prompt: dict, seen: dict[str, int],
+             node_json: dict[int, tuple[dict, str]] | None = None) -> str:
     """A job's identity for resuming: what it sends (and its row's name), not its position, so
     rows added to a jobs file do not make finished jobs run again. Identical jobs are told
-    apart by how many came before."""
-    content = json.dumps({"row": job.row_name, "prompt": prompt}, sort_keys=True)
+    apart by how many came before.
+
+    The text hashed is ``json.dumps({"row": ..., "prompt": ...}, sort_keys=True)``, built node by
+    node so that nodes shared between jobs are serialised once (``node_json``)."""
+    cache = {} if node_json is None else node_json
+    parts = []
+    for node_id in sorted(prompt):
+        node = prompt[node_id]
+        cached = cache.get(id(node))
+        if cached is None or cached[0] is not node:
+            cached = (node, json.dumps(node, sort_keys=True))
+            cache[id(node)] = cached
+        parts.append(f"{json.dumps(node_id)}: {cached[1]}")
+    content = f'{{"prompt": {{{", ".join(parts)}}}, "row": {json.dumps(job.row_name)}}}'
     occurrence = seen.get(content, 0)
     seen[content] = occurrence + 1
     return hashlib.sha256(f"{content}#{occurrence}".encode()).hexdigest()[:16]
@@ -297,7 +322,7 @@ class BatchRunner:
             except ServerUnreachable as err:
                 self.reporter.log(f"{item.job.name}: {name} stopped answering")
                 self._lost(item, str(err))
-            except (OSError, ValueError, KeyError, TypeError) as err:  # e.g. output dir full
+            except Exception as err:  # noqa: BLE001 - e.g. output dir full: this job only
                 self._record(item, "failed", finished_at=now_iso(),
                              error=f"client error: {type(err).__name__}: {err}")
                 self.reporter.failed += 1
@@ -343,6 +368,21 @@ class BatchRunner:
                 self.reporter.log(f"{label}: rejected by {server.url}:\n" + "\n".join(
                     f"  - {p}" for p in err.problems))
                 return
+            except SubmitUnclear as err:
+                # A 500 or a reply that is not JSON: the id is ours, so ask the server
+                # whether it queued the prompt before deciding.
+                try:
+                    state, _ = await server.prompt_state(prompt_id)
+                except ServerUnreachable:
+                    state = "unknown"
+                if state in ("missing", "unknown"):
+                    server.unsubscribe(prompt_id)
+                    self.reporter.log(f"{label}: {err} (the prompt is not on the server)")
+                    self._lost(item, f"{err}; the prompt was not queued")
+                    return
+                self.reporter.log(f"{label}: {err}, but the prompt is {state} there; "
+                                  "following it")
+                skipped = []
             except ServerUnreachable:
                 # It may have been queued before the connection broke: the prompt id is ours,
                 # so following it finds out (and a job is never queued twice on a blip).
@@ -361,6 +401,15 @@ class BatchRunner:
         if outcome == "missing":
             self.reporter.log(f"{label}: {server.url} lost the prompt (restarted?)")
             self._lost(item, f"prompt {prompt_id} vanished from {server.url} (restarted?)")
+            return
+        malformed = _malformed_history(history)
+        if malformed:
+            error = f"the server's /history entry for prompt {prompt_id} is malformed: {malformed}"
+            self._record(item, "failed", started_at=started, finished_at=now_iso(),
+                         seconds=self._seconds(item, started), error=error)
+            self.reporter.failed += 1
+            self._finish()
+            self.reporter.log(f"{label}: failed on {server.url}: {error}")
             return
         status = history.get("status") or {}
         if status.get("status_str") == "error" or not status.get("completed", True):
@@ -486,6 +535,25 @@ def _node_label(item: PreparedJob, node_id) -> str:
     return f"#{node_id} {name}" if name else f"#{node_id}"
 
 
+def _malformed_history(history) -> str | None:
+    """What is wrong with a ``/history`` entry's shape, or None when it can be read."""
+    if not isinstance(history, dict):
+        return f"expected an object, got {type(history).__name__}"
+    status, outputs = history.get("status"), history.get("outputs")
+    if status is not None and not isinstance(status, dict):
+        return f"'status' is a {type(status).__name__}, not an object"
+    if isinstance(status, dict) and not isinstance(status.get("messages") or [], list):
+        return "'status.messages' is not a list"
+    if isinstance(status, dict) and not all(
+            isinstance(m, list) and len(m) == 2 and isinstance(m[1], dict)
+            for m in status.get("messages") or []):
+        return "'status.messages' holds entries that are not [event, object]"
+    if outputs is not None and not (isinstance(outputs, dict) and all(
+            isinstance(ui, dict) for ui in outputs.values())):
+        return "'outputs' is not an object of node outputs"
+    return None
+
+
 def _history_error(history: dict) -> str | None:
     for event, data in (history.get("status") or {}).get("messages") or []:
         if event == "execution_error":
@@ -506,7 +574,9 @@ async def queue_batch_async(workflow: dict | str | Path, servers: Sequence[str],
                             server_wait_s: float = 60.0, stream=None,
                             on_record: Callable[[dict], None] | None = None,
                             cancel_event: asyncio.Event | None = None,
-                            dry_run: bool = False) -> BatchResult:
+                            dry_run: bool = False,
+                            on_queueing: Callable[[], None] | None = None,
+                            request_timeout_s: float = 120.0) -> BatchResult:
     """Prepare and run a batch; set ``cancel_event`` to cancel it (what Ctrl-C does).
     ``dry_run`` prepares and validates every job, lists them, and queues nothing."""
     if not servers:
@@ -516,11 +586,13 @@ async def queue_batch_async(workflow: dict | str | Path, servers: Sequence[str],
 
         workflow = load_workflow(workflow)
     output_dir = Path(output_dir)
+    _check_output_dir(output_dir)
     manifest = Manifest(manifest_path or output_dir / "manifest.jsonl")
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else (list(seeds) if seeds else None)
     rows = load_jobs_file(jobs_file) if jobs_file else None
     client_id = uuid.uuid4().hex
-    clients = [ComfyServer(url, client_id) for url in dict.fromkeys(servers)]
+    clients = [ComfyServer(url, client_id, request_timeout_s=request_timeout_s)
+               for url in dict.fromkeys(servers)]
     try:
         for client in clients:
             await client.open()
@@ -542,6 +614,8 @@ async def queue_batch_async(workflow: dict | str | Path, servers: Sequence[str],
             reporter.log(f"note: {note}")
         if dry_run:
             return _plan(prepared, manifest, reporter)
+        if on_queueing is not None:
+            on_queueing()
         extra = {"extra_pnginfo": {"workflow": workflow}} if workflow_kind(workflow) == "ui" \
             else None
         runner = BatchRunner(prepared, clients, manifest, output_dir, extra_data=extra,
@@ -555,6 +629,19 @@ async def queue_batch_async(workflow: dict | str | Path, servers: Sequence[str],
     finally:
         for client in clients:
             await client.close()
+
+
+def _check_output_dir(folder: Path) -> None:
+    """A folder for outputs and the manifest, or a BatchError before anything is queued."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BatchError(f"--output-dir {folder}: {existing} is a file, not a folder; "
+                         "choose another --output-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BatchError(f"--output-dir {folder}: {existing} is not writable; choose another "
+                         "--output-dir")
 
 
 def _plan(prepared: list[PreparedJob], manifest: Manifest, reporter: Reporter) -> BatchResult:
@@ -587,15 +674,26 @@ def run_from_args(args) -> int:
             cancel.set()
             loop.remove_signal_handler(sig)  # a second Ctrl-C interrupts for real
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal, sig)
+        def cancel_on_signals():
+            # Only once queueing starts: until then Ctrl-C interrupts preparation at once
+            # (the loop's handlers would wait for it to finish).
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, on_signal, sig)
+
         return await queue_batch_async(
             args.workflow, args.server, jobs_file=args.jobs, sets=args.set or [],
             seeds=args.seeds, output_dir=args.output_dir, manifest_path=args.manifest,
             poll_s=args.poll, server_wait_s=args.server_wait, cancel_event=cancel,
-            dry_run=args.dry_run)
+            dry_run=args.dry_run, on_queueing=cancel_on_signals,
+            request_timeout_s=args.timeout)
 
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    # asyncio.run's own Ctrl-C handler only cancels the main task, which a long preparation
+    # (a million seeds) never notices; this one stops it at once. Queueing installs its own.
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        previous = signal.signal(signal.SIGINT, interrupt)
     try:
         result = asyncio.run(main())
     except (BatchError, OverrideError, ValidationFailed, ValueError) as err:
@@ -604,6 +702,9 @@ def run_from_args(args) -> int:
     except (asyncio.CancelledError, KeyboardInterrupt):
         sys.stderr.write("\ncancelled before anything was queued.\n")
         return 130
+    finally:
+        with contextlib.suppress(ValueError, NameError):
+            signal.signal(signal.SIGINT, previous)
     done, total = len(result.succeeded), result.total
     if args.dry_run:
         sys.stderr.write(f"{total} jobs, {done} already done; nothing was queued (dry run)\n")
@@ -636,5 +737,8 @@ def add_arguments(parser) -> None:
                         help="validate every job and list them; queue nothing")
     parser.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
                         help="how often to check a server's queue and history (default 2)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="longest one API call to a server may take, however slowly it "
+                             "answers (default 120; downloads must keep 16 KB/s instead)")
     parser.add_argument("--server-wait", type=float, default=60.0, metavar="SECONDS",
                         help="how long to wait for a server that stopped answering (default 60)")

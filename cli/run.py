@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from .executor import ExecutionResult, NodeExecutionError, TerminalProgress, exe
 from .node_info import object_info
 from .overrides import (OverrideError, apply_overrides, coerce_value, resolve_target,
                         split_assignment)
-from .validate import ValidationFailed, validate_prompt
+from .validate import Problem, ValidationFailed, validate_prompt
 from .workflow_format import WorkflowFormatError, load_workflow, to_api_prompt, workflow_kind
 
 
@@ -28,7 +29,13 @@ from .workflow_format import WorkflowFormatError, load_workflow, to_api_prompt, 
 class RunResult:
     prompt: dict
     execution: ExecutionResult
-    outputs: list[Path] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)  # every file written
+    # What to tell the user: the files, except that a folder made for one node's files (a PNG
+    # sequence) stands for them once.
+    shown: list[Path] = field(default_factory=list)
+    # The text the nodes show on their face in ComfyUI (``{"ui": {"text": [...]}}``, e.g. the
+    # consistency report's verdict), one "#id Node: text" line each; printed with the progress.
+    messages: list[str] = field(default_factory=list)
 
 
 def build_prompt(workflow: dict, info: Mapping[str, dict], sets: Sequence[str] = (),
@@ -63,7 +70,7 @@ def run_workflow(workflow: dict | str | Path, *, sets: Sequence[str] = (),
         workflow = load_workflow(workflow)
     with _folders(output_dir, input_dir, models_dir):
         out_root = io_folders.get_output_dir()  # set first: file choices list folder contents
-        out_root.mkdir(parents=True, exist_ok=True)
+        _prepare_output_dir(out_root)
         info = object_info(classes, display_names)
         prompt, notes = build_prompt(workflow, info, sets, classes)
         for note in notes:
@@ -72,16 +79,64 @@ def run_workflow(workflow: dict | str | Path, *, sets: Sequence[str] = (),
         extra = {"workflow": workflow} if workflow_kind(workflow) == "ui" else None
         execution = execute_prompt(prompt, classes, extra_pnginfo=extra,
                                    progress=TerminalProgress(stream), display_names=display_names)
-        paths = []
-        for entry in output_files(execution.ui):
-            kind = entry.get("type", "output")
-            getter = getattr(io_folders, f"get_{kind}_dir", io_folders.get_output_dir)
-            path = (getter() / entry.get("subfolder", "") / entry["filename"]).resolve()
-            if path in before:
-                raise RuntimeError(f"{path} existed before this run and was written again; the "
-                                   "save node must choose a new name (please report this)")
-            paths.append(path)
-    return RunResult(prompt, execution, paths)
+        paths, shown = [], []
+        for node_id, ui in execution.ui.items():
+            written = []
+            for entry in output_files({node_id: ui}):
+                kind = entry.get("type", "output")
+                getter = getattr(io_folders, f"get_{kind}_dir", io_folders.get_output_dir)
+                path = (getter() / entry.get("subfolder", "") / entry["filename"]).resolve()
+                if path in before:
+                    raise RuntimeError(f"{path} existed before this run and was written again; "
+                                       "the save node must choose a new name (please report "
+                                       "this)")
+                written.append(path)
+            paths.extend(written)
+            shown.extend(_collapse_new_folder(written, before, out_root.resolve()))
+        messages = node_messages(prompt, execution, display_names or {})
+        for message in messages:
+            stream.write(message + "\n")
+    return RunResult(prompt, execution, paths, shown, messages)
+
+
+def node_messages(prompt: Mapping[str, dict], execution: ExecutionResult,
+                  display_names: Mapping[str, str]) -> list[str]:
+    """``#id Label: text`` for every ``text`` entry of the nodes' UI outputs, in run order."""
+    messages = []
+    for node_id in execution.order:
+        texts = (execution.ui.get(node_id) or {}).get("text") or []
+        node = prompt[node_id]
+        label = ((node.get("_meta") or {}).get("title")
+                 or display_names.get(node["class_type"]) or node["class_type"])
+        for text in texts:
+            body = str(text).strip().replace("\n", "\n    ")
+            messages.append(f"#{node_id} {label}: {body}")
+    return messages
+
+
+def _collapse_new_folder(files: list[Path], before: set[Path], root: Path) -> list[Path]:
+    """``[folder]`` when a node's several files all sit in one folder that this run created
+    (a PNG sequence's frames), else the files."""
+    folders = {f.parent for f in files}
+    if len(files) > 1 and len(folders) == 1:
+        folder = folders.pop()
+        if folder != root and not any(p.is_relative_to(folder) for p in before):
+            return [folder]
+    return files
+
+
+def _prepare_output_dir(folder: Path) -> None:
+    """Create the output folder and make sure files can be written there, before anything runs."""
+    fix = "choose another folder with --output-dir (or VIDEODIT_OUTPUT_DIR)"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValidationFailed([Problem(None, None, None, "--output-dir",
+                                        f"the output folder {folder} cannot be created "
+                                        f"({err.strerror or err})", fix)]) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValidationFailed([Problem(None, None, None, "--output-dir",
+                                        f"the output folder {folder} is not writable", fix)])
 
 
 @contextlib.contextmanager
@@ -126,8 +181,8 @@ def run_from_args(args) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\ncancelled\n")
         return 130
-    if result.outputs:
-        sys.stdout.write("\n".join(str(p) for p in result.outputs) + "\n")
+    if result.shown:
+        sys.stdout.write("\n".join(str(p) for p in result.shown) + "\n")
     else:
         sys.stderr.write("finished; no node reported an output file\n")
     if args.print_ui:

@@ -2,17 +2,21 @@
 
 One :class:`Problem` per fault, each naming the node (id, type and title) and the input, in plain
 words with a fix. ComfyUI validates only output nodes and what they depend on, and rejects
-unknown node types anywhere; so do we. Unlike ComfyUI 0.3.64 we also check ``"COMBO"`` inputs
-declared with an ``options`` list. The same wording is used for the ``node_errors`` a server
+unknown node types anywhere; so do we. Numbers written as text (``"steps": "2"``) are
+converted in the prompt, as ComfyUI does. Unlike ComfyUI 0.3.64 we also check ``"COMBO"`` inputs
+declared with an ``options`` list, refuse NaN and infinity in number inputs (ComfyUI's range
+check lets them through, and they end as a black clip) and refuse a graph with a loop. The same wording is used for the ``node_errors`` a server
 returns, so local and remote problems read alike.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from .executor import WorkflowLoop, execution_order
 from .node_info import combo_options, input_spec, ordered_inputs
 
 MAX_LISTED_CHOICES = 20
@@ -59,6 +63,10 @@ def validate_prompt(prompt: Mapping[str, dict], object_info: Mapping[str, dict],
             problems.append(Problem(str(node_id), None, None, None,
                                     "the node has no class_type",
                                     "export the workflow again from ComfyUI"))
+        elif not isinstance(node.get("inputs", {}), dict):
+            problems.append(Problem(str(node_id), str(node["class_type"]), None, "inputs",
+                                    "'inputs' must be an object of input names to values",
+                                    "export the workflow again from ComfyUI"))
         elif node["class_type"] not in object_info:
             close = difflib.get_close_matches(node["class_type"], list(object_info), 1)
             problems.append(Problem(
@@ -73,20 +81,52 @@ def validate_prompt(prompt: Mapping[str, dict], object_info: Mapping[str, dict],
     if not outputs:
         return [Problem(None, None, None, None, "the workflow has no output node",
                         "add a node that saves or shows a result (e.g. a Save node)")]
+    try:
+        execution_order(prompt, outputs)
+    except WorkflowLoop as loop:
+        node_id, origin = loop.path[-2], loop.path[-1]
+        node = prompt[node_id]
+        name = next((n for n, v in (node.get("inputs") or {}).items()
+                     if _is_link(v) and str(v[0]) == origin), None)
+        return [Problem(str(node_id), node.get("class_type"), _title(node), name,
+                        str(loop), "remove one of these links: a node cannot depend on its own "
+                        "output")]
     for node_id in _ancestors_first(prompt, outputs):
         cls = (classes or {}).get(prompt[node_id]["class_type"])
         problems.extend(_check_node(node_id, prompt, object_info, cls))
     return problems
 
 
+def check_inputs(prompt: Mapping[str, dict], object_info: Mapping[str, dict],
+                 inputs: Iterable[tuple[str, str]]) -> list[Problem]:
+    """The built-in checks of some value inputs only (e.g. the seeds of a batch whose other
+    inputs were validated with :func:`validate_prompt` already)."""
+    problems = []
+    for node_id, name in inputs:
+        node = prompt[node_id]
+        info = object_info[node["class_type"]]
+        spec, value = input_spec(info, name), (node.get("inputs") or {}).get(name)
+        if spec is None or value is None or isinstance(value, (list, dict)):
+            continue
+        title = _title(node)
+        if title == info.get("display_name"):
+            title = None
+
+        def problem(input_name, message, fix=None):
+            return Problem(str(node_id), node["class_type"], title, input_name, message, fix)
+
+        problems.extend(_check_value(name, value, spec[1], spec[2], problem))
+    return problems
+
+
 def _ancestors_first(prompt: Mapping[str, dict], outputs: Iterable[str]) -> list[str]:
-    seen: list[str] = []
+    seen: set[str] = set()
     stack = list(outputs)
     while stack:
         node_id = stack.pop()
         if node_id in seen or node_id not in prompt:
             continue
-        seen.append(node_id)
+        seen.add(node_id)
         for value in prompt[node_id].get("inputs", {}).values():
             if _is_link(value):
                 stack.append(str(value[0]))
@@ -122,6 +162,7 @@ def _check_node(node_id: str, prompt: Mapping[str, dict], object_info: Mapping[s
         return Problem(str(node_id), class_type, title, name, message, fix)
 
     custom = _custom_validation(cls)
+    reported: set[str] = set()
     for name in ordered_inputs(info):
         section, kind, options = input_spec(info, name)
         if name not in inputs:
@@ -141,10 +182,18 @@ def _check_node(node_id: str, prompt: Mapping[str, dict], object_info: Mapping[s
         if isinstance(value, dict) and "__value__" in value:
             value = value["__value__"]
         checked_by_node = custom is not None and (custom[1] or name in custom[0])
-        yield from _check_value(name, value, kind, options, problem,
-                                builtin_checks=not checked_by_node)
+        found = list(_check_value(name, value, kind, options, problem,
+                                  builtin_checks=not checked_by_node))
+        yield from found
+        if found:
+            reported.add(name)
+        elif not isinstance(inputs[name], dict):
+            inputs[name] = _coerced(value, kind)  # "2" -> 2, as ComfyUI stores it
     if custom is not None:
-        yield from _call_custom_validation(cls, custom, node, info, prompt, object_info, problem)
+        for found in _call_custom_validation(cls, custom, node, info, prompt, object_info,
+                                             problem):
+            if found.input not in reported:  # said once is enough
+                yield found
 
 
 def _custom_validation(cls: type | None):
@@ -182,9 +231,18 @@ def _call_custom_validation(cls, custom, node, info, prompt, object_info, proble
         verdict = f"{type(err).__name__}: {err}"
     if verdict is not True:
         named = [n for n in arguments if n != "input_types"]
-        yield problem(named[0] if len(named) == 1 else None,
-                      f"the node rejected its inputs: {verdict}" if verdict is not False
-                      else "the node rejected its inputs")
+        if verdict is False:
+            yield problem(named[0] if len(named) == 1 else None, "the node rejected its inputs")
+            return
+        for line in str(verdict).splitlines() or [str(verdict)]:
+            # "<input>: <problem>. Fix: <fix>" (this pack's wording) names its input itself
+            name, sep, rest = line.partition(": ")
+            if sep and name in named:
+                message, _, fix = rest.partition(". Fix: ")
+                yield problem(name, f"the node rejected its inputs: {message}", fix or None)
+            else:
+                yield problem(named[0] if len(named) == 1 else None,
+                              f"the node rejected its inputs: {line}")
 
 
 def _check_link(name, value, kind, prompt, object_info, problem):
@@ -240,7 +298,13 @@ def _check_value(name, value, kind, options, problem, builtin_checks: bool = Tru
                 raise ValueError("not a whole number")
             number = int(value)
         elif kind == "FLOAT":
+            if isinstance(value, bool):
+                raise ValueError("not a number")
             number = float(value)
+            if not math.isfinite(number):
+                yield problem(name, f"{value!r} is not a finite number (NaN and infinity would "
+                                    "turn the result black)", "give it an ordinary number")
+                return
         elif kind == "BOOLEAN":
             if not isinstance(value, bool):
                 raise ValueError("not true/false")
@@ -265,6 +329,15 @@ def _check_value(name, value, kind, options, problem, builtin_checks: bool = Tru
         yield problem(name, f"{number} is below the minimum {low}", _range_fix(low, high))
     elif high is not None and number > high:
         yield problem(name, f"{number} is above the maximum {high}", _range_fix(low, high))
+
+
+def _coerced(value, kind):
+    """A checked INT/FLOAT value as the number the node receives (``"2"`` -> ``2``)."""
+    if kind == "INT":
+        return int(value) if isinstance(value, (str, float)) else value
+    if kind == "FLOAT" and not isinstance(value, float):
+        return float(value)
+    return value
 
 
 def _annotated_path(value) -> bool:

@@ -68,7 +68,14 @@ def to_api_prompt(data: dict, object_info: Mapping[str, dict]) -> Conversion:
     """Any accepted workflow file as an API prompt (a copy; the input is not changed)."""
     kind = workflow_kind(data)
     if kind == "ui":
-        return ui_to_api(data, object_info)
+        try:
+            return ui_to_api(data, object_info)
+        except WorkflowFormatError:
+            raise
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as err:
+            raise WorkflowFormatError(
+                f"the UI workflow is damaged and cannot be read ({type(err).__name__}: {err}); "
+                "open it in ComfyUI and save it again, or export it with Export (API)") from None
     prompt = data["prompt"] if kind == "api-wrapped" else data
     return Conversion(json.loads(json.dumps(prompt)))
 
@@ -145,6 +152,29 @@ def _widget_values(node: dict, info: Mapping) -> dict[str, Any]:
     return mapped
 
 
+def _parse_link(link, position: int) -> tuple[str, tuple]:
+    """One entry of ``links``: ``[id, origin, slot, target, slot, type]`` or the object form."""
+    try:
+        if isinstance(link, dict):
+            fields = (link.get("id"), link.get("origin_id"), link.get("origin_slot"),
+                      link.get("target_id"), link.get("target_slot"), link.get("type", "*"))
+        elif isinstance(link, list) and len(link) >= 5:
+            fields = (link[0], link[1], link[2], link[3], link[4],
+                      link[5] if len(link) > 5 else "*")
+        else:
+            raise ValueError
+        link_id, origin, slot, target, target_slot, kind = fields
+        if any(isinstance(v, (bool, list, dict)) or v is None
+               for v in (link_id, origin, target)):
+            raise ValueError
+        return str(link_id), (str(origin), int(slot), str(target), int(target_slot), kind)
+    except (TypeError, ValueError):
+        raise WorkflowFormatError(
+            f"entry {position} of the workflow's 'links' is not a link: {json.dumps(link)[:120]} "
+            "(expected [link id, origin node, origin slot, target node, target slot, type]); "
+            "remove it or save the workflow again from ComfyUI") from None
+
+
 SUBGRAPH_INPUT_NODE = "-10"   # inside a subgraph: the node standing for its inputs
 SUBGRAPH_OUTPUT_NODE = "-20"  # ... and the one standing for its outputs
 OWN_WIDGET = object()  # a subgraph input with nothing behind it: the inner widget's value
@@ -160,18 +190,18 @@ class _Scope:
 
     def __init__(self, nodes, links, definitions, prefix="", parent=None, instance=None,
                  definition=None):
+        if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+            raise WorkflowFormatError(
+                "the workflow's 'nodes' must be a list of node objects; save or export the "
+                "workflow again from ComfyUI")
         self.nodes = {str(n.get("id")): n for n in nodes}
         self.links: dict[str, tuple] = {}
-        for link in links or []:
-            if isinstance(link, dict):
-                fields = (link.get("id"), link.get("origin_id"), link.get("origin_slot"),
-                          link.get("target_id"), link.get("target_slot"), link.get("type", "*"))
-            else:
-                fields = (link[0], link[1], link[2], link[3], link[4],
-                          link[5] if len(link) > 5 else "*")
-            link_id, origin, slot, target, target_slot, kind = fields
-            self.links[str(link_id)] = (str(origin), int(slot), str(target), int(target_slot),
-                                        kind)
+        if links is not None and not isinstance(links, list):
+            raise WorkflowFormatError(
+                f"the workflow's 'links' must be a list, not {type(links).__name__}; save the "
+                "workflow again from ComfyUI")
+        for position, link in enumerate(links or []):
+            self.links.update([_parse_link(link, position)])
         self.definitions = definitions
         self.prefix = prefix
         self.parent = parent

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..runtime.progress import check_interrupt
+from ..core.hooks import NO_HOOKS, Hooks
 from .color import lab_to_rgb, rgb_to_lab
 from .flow import ClipFlows, compose, gaussian_blur, gaussian_kernel1d, to_grey, warp
 
@@ -103,7 +103,8 @@ def _lab_stats(frames: torch.Tensor, chunk: int, device, space: str = "lab"
 
 def global_deflicker(frames: torch.Tensor, segments, *, strength: float = 1.0,
                      sigma: float = 4.0, protect_fades: bool = True, chunk: int = 8,
-                     space: str = "rgb", device=None) -> torch.Tensor:
+                     space: str = "rgb", device=None, hooks: Hooks = NO_HOOKS
+                     ) -> torch.Tensor:
     """Match each frame's Lab mean / L std to their temporally smoothed values (per shot)."""
     device = device if device is not None else frames.device
     mean, std = _lab_stats(frames, chunk, device, space)
@@ -122,7 +123,7 @@ def global_deflicker(frames: torch.Tensor, segments, *, strength: float = 1.0,
         ratio[:, 1:] = 1.0
     out = frames.clone()
     for i in range(0, frames.shape[0], chunk):
-        check_interrupt()
+        hooks.check_interrupt()
         x = frames[i:i + chunk].to(device, torch.float32)
         lab = _to_space(x, space)
         m = mean[i:i + chunk].to(device).view(-1, 3, 1, 1)
@@ -158,7 +159,7 @@ def _neighbour_flow(flows: ClipFlows, t: int, k: int, device) -> tuple[torch.Ten
 
 def local_deflicker(frames: torch.Tensor, flows: ClipFlows, segments, *, strength: float = 1.0,
                     radius: int = 2, time_sigma: float = 2.0, iterations: int = 2,
-                    device=None) -> torch.Tensor:
+                    device=None, hooks: Hooks = NO_HOOKS) -> torch.Tensor:
     """Even out blotchy brightness changes with a smooth gain field toward aligned neighbours."""
     device = device if device is not None else frames.device
     t, _, h, w = frames.shape
@@ -182,7 +183,7 @@ def local_deflicker(frames: torch.Tensor, flows: ClipFlows, segments, *, strengt
         for a, b in segments:
             for i in range(a, b):
                 if (i - a) % 8 == 0:
-                    check_interrupt()
+                    hooks.check_interrupt()
                 num = low[i:i + 1].clone()
                 den = torch.ones_like(num)
                 for k in range(-radius, radius + 1):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..runtime.progress import Progress, check_interrupt
+from ..core.hooks import NO_HOOKS, Hooks
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # Intensity scale for the normalised grey: LK's regulariser is tuned for ~0..255 code values.
@@ -230,11 +230,11 @@ class ClipFlows:
 
 def clip_flows(frames: torch.Tensor, *, chunk_pairs: int = 8, device=None,
                settings: FlowSettings = FlowSettings(), progress_desc: str = "optical flow",
-               ) -> ClipFlows:
+               hooks: Hooks = NO_HOOKS) -> ClipFlows:
     """Forward/backward flows and masks for all consecutive pairs of ``[T, 3, H, W]`` frames.
 
     Pairs are processed ``chunk_pairs`` at a time (memory stays bounded at 480p and above);
-    Cancel is honoured between chunks.
+    ``hooks`` shows one progress step per chunk and is asked about Cancel between chunks.
     """
     t, _, h, w = frames.shape
     store = frames.device
@@ -245,9 +245,9 @@ def clip_flows(frames: torch.Tensor, *, chunk_pairs: int = 8, device=None,
     val = torch.zeros(n, 1, h, w, dtype=torch.bool, device=store)
     val_b = torch.zeros_like(val)
     chunk_pairs = max(1, int(chunk_pairs))
-    with Progress(max(1, math.ceil(n / chunk_pairs)), progress_desc) as bar:
+    with hooks.progress(max(1, math.ceil(n / chunk_pairs)), progress_desc) as bar:
         for start in range(0, n, chunk_pairs):
-            check_interrupt()
+            hooks.check_interrupt()
             stop = min(n, start + chunk_pairs)
             a = frames[start:stop].to(device, torch.float32)
             b = frames[start + 1:stop + 1].to(device, torch.float32)

@@ -4,19 +4,25 @@ Definitions follow the project reference (REFERENCE §7.3). Flicker is the RMS s
 difference of a per-frame statistic divided by sqrt(6): it equals the std of iid jitter, is
 exactly 0 on linear fades and barely moves with motion. Plain consecutive-frame SSIM and
 unfiltered mean-abs-difference flicker reward or punish motion, so they are not used as verdicts.
+
+Each metric is one function of a :class:`ClipContext` (the clip's shots, luma, Lab means,
+flows and per-pair errors, computed once); :data:`METRICS` maps its name to that function and
+:data:`THRESHOLDS` to its verdict bounds.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from ..runtime.progress import check_interrupt
-from .color import auto_border, crop_border, frame_lab_means, rgb_to_lab
-from .cuts import Boundaries, detect_boundaries
-from .flow import ClipFlows, clip_flows, compose, to_grey, warp
+from ..core.hooks import NO_HOOKS, Hooks
+from .color import crop_border, rgb_to_lab
+from .cuts import Boundaries
+from .flow import ClipFlows, compose, to_grey, warp
+from .metric_context import ClipContext, add_motion, clip_context, masked_mean, top5_flow
 
 SQRT6 = math.sqrt(6.0)
 
@@ -110,219 +116,227 @@ class MetricsResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-batch mean of ``x`` [B,C,H,W] over ``mask`` [B,1,H,W] (NaN where empty)."""
-    m = mask.to(x.dtype).expand_as(x)
-    den = m.sum(dim=(1, 2, 3))
-    return (x * m).sum(dim=(1, 2, 3)) / den.where(den > 0, torch.full_like(den, float("nan")))
-
-
 def laplacian(g: torch.Tensor) -> torch.Tensor:
     """3x3 Laplacian of ``[N, 1, H, W]`` (replicate-padded)."""
     k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=g.device)
     return F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
 
 
-def _border_mask(h: int, w: int, border: int, device) -> torch.Tensor:
-    m = torch.zeros(1, 1, h, w, dtype=torch.bool, device=device)
-    b = min(border, (h - 1) // 2, (w - 1) // 2)
-    m[..., b:h - b, b:w - b] = True
-    return m
+# ---- the metrics: one function each, of a clip with at least two frames ----
+
+def luma_flicker(ctx: ClipContext) -> float:
+    """Flicker of each frame's mean luma inside the border, pooled over shots."""
+    return float(segment_flicker(ctx.luma, ctx.segments))
 
 
-def compute_metrics(frames: torch.Tensor, *, fps: float = 16.0, flows: ClipFlows | None = None,
-                    flow_frames: torch.Tensor | None = None, chunk_pairs: int = 8,
-                    device=None) -> MetricsResult:
-    """All metrics of ``frames`` ``[T, 3, H, W]`` (0..1).
+def chroma_flicker(ctx: ClipContext) -> float:
+    """Flicker of each frame's mean a*, b* (length of the pair), pooled over shots."""
+    return float(segment_flicker(ctx.lab_means[:, 1:], ctx.segments).norm())
 
-    Motion comes from ``flows`` if given, else from ``flow_frames`` (e.g. the source of an edit,
-    same size) if given, else from ``frames`` themselves.
+
+def warp_mae(ctx: ClipContext) -> float | None:
+    """Mean |frame t - frame t+1 warped onto t| over trustworthy pixels, over pairs in a shot."""
+    err = ctx.pairs.warp_abs
+    ctx.per_frame["warp_mae"] = err.tolist()
+    ok = ctx.measured_pairs
+    if not ok.any():
+        return None
+    ctx.extras["warp_mae_p95"] = float(torch.quantile(err[ok], 0.95))
+    ctx.extras["warp_rmse"] = float(ctx.pairs.warp_sq[ok].mean().sqrt())
+    return float(err[ok].mean())
+
+
+def struct_warp_mae(ctx: ClipContext) -> float | None:
+    """:func:`warp_mae` after a per-pair gain: flicker taken out, texture boiling left in."""
+    ok = ctx.measured_pairs
+    if not ok.any():
+        return None
+    err = ctx.pairs.struct_abs
+    return float(err[ok & ~torch.isnan(err)].mean())
+
+
+def ssim_aligned(ctx: ClipContext) -> float | None:
+    """SSIM of frame t and frame t+1 warped onto t over trustworthy pixels, over pairs."""
+    ssim = ctx.pairs.ssim
+    ctx.per_frame["ssim_aligned"] = ssim.tolist()
+    ok = ctx.measured_pairs
+    if not ok.any():
+        return None
+    return float(ssim[ok & ~torch.isnan(ssim)].mean())
+
+
+def static_mae(ctx: ClipContext) -> float | None:
+    """Mean |frame t+1 - frame t| on pixels that do not move (n/a under 5 % still pixels)."""
+    ctx.extras["static_frac"] = ctx.static_fraction
+    err = ctx.pairs.static_abs
+    ok = ctx.pair_ok & ~torch.isnan(err)
+    return float(err[ok].mean()) if ctx.static_fraction >= 0.05 and ok.any() else None
+
+
+def local_flicker(ctx: ClipContext) -> float | None:
+    """Worst flicker of a 4x4 block's mean luma, on pixels still throughout each shot.
+
+    Only always-still pixels count: a block crossed by a moving object changes by motion.
     """
+    frames = ctx.frames
     t, _, h, w = frames.shape
-    device = torch.device(device) if device is not None else frames.device
-    border = auto_border(h, w)
-    notes: list[str] = []
-    lab_means = frame_lab_means(frames, border)
-    bounds = detect_boundaries(frames, lab_means)
-    segments = bounds.segments(t)
-    luma = to_grey(crop_border(frames, border).float()).mean(dim=(1, 2, 3)) * 255.0
-    values: dict[str, float | None] = {}
-    extras: dict = {"frames": t, "height": h, "width": w, "fps": fps, "border_px": border,
-                    "flow_backend": "torch coarse-to-fine Lucas-Kanade"}
-    values["luma_flicker"] = float(segment_flicker(luma, segments))
-    values["chroma_flicker"] = float(segment_flicker(lab_means[:, 1:], segments).norm())
-    per_frame: dict[str, list[float]] = {"luma_mean": luma.tolist()}
-    d2 = torch.zeros(t)
-    if t >= 3:
-        d2[1:-1] = (luma[2:] - 2 * luma[1:-1] + luma[:-2]).abs()
-        for c in bounds.cuts:  # a cut is not flicker
-            d2[max(c - 1, 0):min(c + 1, t)] = 0
-    per_frame["luma_d2"] = d2.tolist()
+    if t < 3:
+        return None
+    if ctx.static_fraction <= 0.3:
+        ctx.notes.append("local_flicker: n/a, less than 30 % of the frame is static")
+        return None
+    grey = to_grey(frames.float()) * 255.0
+    still = ctx.pairs.static_always.to(frames.device, torch.float32)
+    bs = (h // 4, w // 4)
+    num = F.avg_pool2d(grey * still, bs, bs)
+    den = F.avg_pool2d(still.expand(1, 1, h, w), bs, bs)
+    usable = den[0, 0] > 0.2
+    if not usable.any():
+        ctx.notes.append("local_flicker: no 4x4 block has enough static pixels")
+        return None
+    block = num / den.clamp_min(1e-6)
+    return float(segment_flicker(block[:, 0], ctx.segments)[usable].max())
 
-    if t < 2:
-        notes.append("a single frame has no temporal behaviour; only colour statistics apply")
-        for k in THRESHOLDS:
-            values.setdefault(k, None)
-        values["luma_flicker"] = values["chroma_flicker"] = None
-        return MetricsResult(values, extras, per_frame, bounds, False, notes)
 
-    if flows is None:
-        src = flow_frames if flow_frames is not None else frames
-        flows = clip_flows(src, chunk_pairs=chunk_pairs, device=device,
-                           progress_desc="report: optical flow")
-        extras["flow_source"] = "reference video" if flow_frames is not None else "clip itself"
-    else:
-        extras.setdefault("flow_source", "given")
+def hf_pump(ctx: ClipContext) -> float | None:
+    """Sharpness breathing: flicker of each frame's detail energy over its mean energy.
 
-    # Pairs that straddle a cut are skipped by every flow metric.
-    pair_ok = torch.ones(t - 1, dtype=torch.bool)
-    for c in bounds.cuts:
-        pair_ok[c - 1] = False
-    inner = _border_mask(h, w, border, device)
-
-    warp_err = torch.full((t - 1,), float("nan"))
-    warp_sq = torch.full((t - 1,), float("nan"))
-    struct_err = torch.full((t - 1,), float("nan"))
-    static_err = torch.full((t - 1,), float("nan"))
-    static_frac = torch.zeros(t - 1)
-    ssim_pair = torch.full((t - 1,), float("nan"))
-    top5 = torch.zeros(t - 1)
-    static_always = torch.ones(1, 1, h, w, dtype=torch.bool, device=device) & inner
-    from kornia.metrics import ssim as kornia_ssim
-
-    for start in range(0, t - 1, chunk_pairs):
-        check_interrupt()
-        stop = min(t - 1, start + chunk_pairs)
-        a = frames[start:stop].to(device, torch.float32) * 255.0
-        b = frames[start + 1:stop + 1].to(device, torch.float32) * 255.0
-        fwd = flows.forward[start:stop].to(device, torch.float32)
-        bwd = flows.backward[start:stop].to(device, torch.float32)
-        valid = flows.valid[start:stop].to(device) & inner
-        b_w = warp(b, fwd)
-        diff = (a - b_w).abs()
-        warp_err[start:stop] = _masked_mean(diff, valid).cpu()
-        warp_sq[start:stop] = _masked_mean(diff ** 2, valid).cpu()
-        m = valid.to(a.dtype)
-        gain = (b_w * a * m).sum(dim=(2, 3), keepdim=True) / \
-            (b_w * b_w * m).sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
-        struct_err[start:stop] = _masked_mean((gain * b_w - a).abs(), valid).cpu()
-        still = valid & (fwd.norm(dim=1, keepdim=True) < 0.5) & (bwd.norm(dim=1, keepdim=True) < 0.5)
-        static_frac[start:stop] = (still.float().sum(dim=(1, 2, 3)) / inner.float().sum()).cpu()
-        static_err[start:stop] = _masked_mean((b - a).abs(), still).cpu()
-        ok = pair_ok[start:stop].to(device).view(-1, 1, 1, 1)
-        static_always &= (still | ~ok).all(0, keepdim=True)
-        ga, gbw = to_grey(a / 255.0), to_grey(b_w / 255.0)
-        smap = kornia_ssim(gbw, ga, 11)
-        ssim_pair[start:stop] = _masked_mean(smap, valid).cpu()
-        mag = fwd.norm(dim=1).flatten(1)
-        k = max(1, int(0.05 * mag.shape[1]))
-        top5[start:stop] = mag.topk(k, dim=1).values.mean(1).cpu()
-
-    for series in (warp_err, warp_sq, struct_err, static_err, ssim_pair):
-        series[~pair_ok] = float("nan")  # a cut is not an error
-    okf = pair_ok & ~torch.isnan(warp_err)
-    if okf.any():
-        values["warp_mae"] = float(warp_err[okf].mean())
-        extras["warp_mae_p95"] = float(torch.quantile(warp_err[okf], 0.95))
-        extras["warp_rmse"] = float(warp_sq[okf].mean().sqrt())
-        values["struct_warp_mae"] = float(struct_err[okf & ~torch.isnan(struct_err)].mean())
-        values["ssim_aligned"] = float(ssim_pair[okf & ~torch.isnan(ssim_pair)].mean())
-    else:
-        values["warp_mae"] = values["struct_warp_mae"] = values["ssim_aligned"] = None
-    mean_static = float(static_frac[pair_ok].mean()) if pair_ok.any() else 0.0
-    extras["static_frac"] = mean_static
-    sok = pair_ok & ~torch.isnan(static_err)
-    values["static_mae"] = float(static_err[sok].mean()) if mean_static >= 0.05 and sok.any() \
-        else None
-    per_frame["warp_mae"] = warp_err.tolist()
-    per_frame["ssim_aligned"] = ssim_pair.tolist()
-
-    # Local flicker on always-static pixels only: a block crossed by a moving object is motion.
-    values["local_flicker"] = None
-    if mean_static > 0.3 and t >= 3:
-        grey = to_grey(frames.float()) * 255.0
-        sa = static_always.to(frames.device, torch.float32)
-        bs = (h // 4, w // 4)
-        num = F.avg_pool2d(grey * sa, bs, bs)
-        den = F.avg_pool2d(sa.expand(1, 1, h, w), bs, bs)
-        usable = den[0, 0] > 0.2
-        if usable.any():
-            block = num / den.clamp_min(1e-6)
-            fl = segment_flicker(block[:, 0], segments)
-            values["local_flicker"] = float(fl[usable].max())
-        else:
-            notes.append("local_flicker: no 4x4 block has enough static pixels")
-    elif t >= 3:
-        notes.append("local_flicker: n/a, less than 30 % of the frame is static")
-
-    # Sharpness pumping: detail energy per frame.
-    g = to_grey(crop_border(frames, border).float())
+    Detail energy is the mean squared Laplacian of grey divided by its mean, so brightness
+    flicker does not read as sharpness.
+    """
+    t = ctx.frames.shape[0]
+    g = to_grey(crop_border(ctx.frames, ctx.border).float())
     g = g / g.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
-    energy = torch.cat([laplacian(g[i:i + 16].to(device)).pow(2).mean(dim=(1, 2, 3)).cpu()
+    energy = torch.cat([laplacian(g[i:i + 16].to(ctx.device)).pow(2).mean(dim=(1, 2, 3)).cpu()
                         for i in range(0, t, 16)])
-    values["hf_pump"] = float(segment_flicker(energy, segments) / energy.mean().clamp_min(1e-12)) \
-        if t >= 3 else None
-    per_frame["hf_energy"] = energy.tolist()
+    ctx.per_frame["hf_energy"] = energy.tolist()
+    if t < 3:
+        return None
+    return float(segment_flicker(energy, ctx.segments) / energy.mean().clamp_min(1e-12))
 
-    # Colour drift within each shot, seam ratio over the whole clip.
+
+def _histogram_drift(ctx: ClipContext) -> float:
+    """Largest mean shift of the Lab quantiles (~ W1 distance) from each shot's first frame."""
+    q = torch.linspace(0.02, 0.98, 33)
+
+    def quantiles(i: int) -> torch.Tensor:
+        lab = rgb_to_lab(crop_border(ctx.frames[i:i + 1], ctx.border)).flatten(2)[0]
+        return torch.quantile(lab.cpu(), q, dim=1)
+
+    worst = 0.0
+    for a, b in ctx.segments:
+        first = quantiles(a)
+        for i in range(a + 1, b, max(1, (b - a) // 8)):  # 8 frames a shot are enough for drift
+            worst = max(worst, float((quantiles(i) - first).abs().mean(0).max()))
+    return worst
+
+
+def drift_de(ctx: ClipContext) -> float:
+    """Largest Lab-mean distance (dE76) of a frame from the first frame of its shot."""
     drift = 0.0
-    hist_drift = 0.0
-    for a_, b_ in segments:
-        drift = max(drift, float((lab_means[a_:b_] - lab_means[a_]).norm(dim=1).max()))
-        q = torch.linspace(0.02, 0.98, 33)
-        lab0 = rgb_to_lab(crop_border(frames[a_:a_ + 1], border)).flatten(2)[0]
-        q0 = torch.quantile(lab0.cpu(), q, dim=1)
-        for i in range(a_ + 1, b_, max(1, (b_ - a_) // 8)):
-            labi = rgb_to_lab(crop_border(frames[i:i + 1], border)).flatten(2)[0]
-            hist_drift = max(hist_drift, float((torch.quantile(labi.cpu(), q, dim=1) - q0)
-                                               .abs().mean(0).max()))
-    values["drift_de"] = drift
-    extras["histogram_drift_w1"] = hist_drift
-    step = bounds.step_de
-    within = step[pair_ok] if step.numel() else step  # detected cuts are reported, not scored
-    values["seam_ratio"] = float(within.max() / within.median().clamp_min(0.05)) \
-        if within.numel() >= 2 else None
-    per_frame["step_de"] = step.tolist()
-    extras["cuts"] = list(bounds.cuts)
-    extras["seams"] = list(bounds.seams)
+    for a, b in ctx.segments:
+        drift = max(drift, float((ctx.lab_means[a:b] - ctx.lab_means[a]).norm(dim=1).max()))
+    ctx.extras["histogram_drift_w1"] = _histogram_drift(ctx)
+    return drift
 
-    # Motion smoothness: predict frame t from t-1 and t+1 halfway along F_{t+1 -> t-1}.
-    ms_err = torch.full((t,), float("nan"))
+
+def seam_ratio(ctx: ClipContext) -> float | None:
+    """Largest Lab-mean step between consecutive frames over the median step, within shots."""
+    step = ctx.bounds.step_de
+    within = step[ctx.pair_ok] if step.numel() else step  # detected cuts are reported, not scored
+    ctx.per_frame["step_de"] = step.tolist()
+    ctx.extras["cuts"] = list(ctx.bounds.cuts)
+    ctx.extras["seams"] = list(ctx.bounds.seams)
+    return float(within.max() / within.median().clamp_min(0.05)) if within.numel() >= 2 else None
+
+
+def motion_smooth(ctx: ClipContext) -> float | None:
+    """1 - mean |frame t - its prediction from t-1 and t+1| / 255.
+
+    The prediction moves both neighbours halfway along the flow t+1 -> t-1, so it lands on
+    frame t only when motion is even: jitter and stutter miss.
+    """
+    frames, flows, device = ctx.frames, ctx.flows, ctx.device
+    t = frames.shape[0]
+    err = torch.full((t,), float("nan"))
     for i in range(1, t - 1):
-        if not (pair_ok[i - 1] and pair_ok[i]):
+        if not (ctx.pair_ok[i - 1] and ctx.pair_ok[i]):
             continue
         if i % 8 == 0:
-            check_interrupt()
-        g_ = compose(flows.backward[i:i + 1].to(device), flows.backward[i - 1:i].to(device))
+            ctx.hooks.check_interrupt()
+        g = compose(flows.backward[i:i + 1].to(device), flows.backward[i - 1:i].to(device))
         prev = frames[i - 1:i].to(device, torch.float32) * 255.0
         nxt = frames[i + 1:i + 2].to(device, torch.float32) * 255.0
-        pred = 0.5 * (warp(prev, 0.5 * g_) + warp(nxt, -0.5 * g_))
-        mask = flows.valid[i:i + 1].to(device) & flows.valid_back[i - 1:i].to(device) & inner
-        ms_err[i] = float(_masked_mean((pred - frames[i:i + 1].to(device) * 255.0).abs(), mask))
-    ok_ms = ~torch.isnan(ms_err)
-    values["motion_smooth"] = float((255.0 - ms_err[ok_ms].mean()) / 255.0) if ok_ms.any() else None
-    per_frame["motion_err"] = ms_err.tolist()
+        pred = 0.5 * (warp(prev, 0.5 * g) + warp(nxt, -0.5 * g))
+        mask = flows.valid[i:i + 1].to(device) & flows.valid_back[i - 1:i].to(device) & ctx.inner
+        err[i] = float(masked_mean((pred - frames[i:i + 1].to(device) * 255.0).abs(), mask))
+    ctx.per_frame["motion_err"] = err.tolist()
+    ok = ~torch.isnan(err)
+    return float((255.0 - err[ok].mean()) / 255.0) if ok.any() else None
 
-    # Dynamic degree (VBench rule): flow at ~8 fps, top 5 % magnitude per pair.
+
+# How each metric is measured, in the order the report lists them; verdicts from THRESHOLDS.
+METRICS: dict[str, Callable[[ClipContext], float | None]] = {
+    "luma_flicker": luma_flicker,
+    "chroma_flicker": chroma_flicker,
+    "warp_mae": warp_mae,
+    "struct_warp_mae": struct_warp_mae,
+    "ssim_aligned": ssim_aligned,
+    "static_mae": static_mae,
+    "local_flicker": local_flicker,
+    "hf_pump": hf_pump,
+    "drift_de": drift_de,
+    "seam_ratio": seam_ratio,
+    "motion_smooth": motion_smooth,
+}
+
+
+def dynamic_degree(ctx: ClipContext) -> bool:
+    """VBench's rule: is there enough motion to be video (a flag, not a scored metric)?
+
+    Pairs are taken at ~8 fps; a pair moves when its top 5 % flow beats 6 px at a short side of
+    256 px, and a quarter of the sampled frames must move.
+    """
+    frames, flows, fps, device = ctx.frames, ctx.flows, ctx.fps, ctx.device
+    t, _, h, w = frames.shape
     stride = max(1, round(fps / 8.0))
     mags = []
     for s0 in range(0, t - stride, stride):
-        if not bool(pair_ok[s0:s0 + stride].all()):
+        if not bool(ctx.pair_ok[s0:s0 + stride].all()):
             continue
         if stride == 1:
-            mags.append(float(top5[s0]))
+            mags.append(float(ctx.pairs.top5_flow[s0]))
             continue
         f = flows.forward[s0:s0 + 1].to(device, torch.float32)
         for j in range(1, stride):
             f = compose(f, flows.forward[s0 + j:s0 + j + 1].to(device))
-        mag = f.norm(dim=1).flatten()
-        mags.append(float(mag.topk(max(1, int(0.05 * mag.numel()))).values.mean()))
+        mags.append(float(top5_flow(f)))
     thres = 6.0 * max(1.0, 8.0 / fps) * min(h, w) / 256.0
     sampled = len(mags) + 1
     need = max(1, round(4 * sampled / 16))
     moving = sum(m > thres for m in mags)
-    dynamic = moving >= need
-    extras.update(top5_flow=max(mags) if mags else 0.0, dynamic_threshold_px=thres,
-                  dynamic_pairs=moving, dynamic_pairs_needed=need)
-    per_frame["top5_flow"] = top5.tolist()
-    return MetricsResult(values, extras, per_frame, bounds, dynamic, notes)
+    ctx.extras.update(top5_flow=max(mags) if mags else 0.0, dynamic_threshold_px=thres,
+                      dynamic_pairs=moving, dynamic_pairs_needed=need)
+    ctx.per_frame["top5_flow"] = ctx.pairs.top5_flow.tolist()
+    return moving >= need
+
+
+def compute_metrics(frames: torch.Tensor, *, fps: float = 16.0, flows: ClipFlows | None = None,
+                    flow_frames: torch.Tensor | None = None, chunk_pairs: int = 8,
+                    device=None, hooks: Hooks = NO_HOOKS) -> MetricsResult:
+    """All metrics of ``frames`` ``[T, 3, H, W]`` (0..1).
+
+    Motion comes from ``flows`` if given, else from ``flow_frames`` (e.g. the source of an edit,
+    same size) if given, else from ``frames`` themselves. ``hooks`` shows the flow's progress
+    and is asked about Cancel between chunks of work.
+    """
+    device = torch.device(device) if device is not None else frames.device
+    ctx = clip_context(frames, fps=fps, device=device, hooks=hooks)
+    if frames.shape[0] < 2:
+        ctx.notes.append("a single frame has no temporal behaviour; only colour statistics apply")
+        return MetricsResult(dict.fromkeys(THRESHOLDS), ctx.extras, ctx.per_frame, ctx.bounds,
+                             False, ctx.notes)
+    add_motion(ctx, flows=flows, flow_frames=flow_frames, chunk_pairs=chunk_pairs)
+    values = {name: measure(ctx) for name, measure in METRICS.items()}
+    dynamic = dynamic_degree(ctx)
+    return MetricsResult(values, ctx.extras, ctx.per_frame, ctx.bounds, dynamic, ctx.notes)

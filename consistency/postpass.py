@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..core.hooks import NO_HOOKS, Hooks
 from .color import auto_border, frame_lab_means
 from .cuts import Boundaries, detect_boundaries
 from .deflicker import global_deflicker, local_deflicker
@@ -124,9 +125,12 @@ def _prepare_reference(reference: torch.Tensor, like: torch.Tensor) -> torch.Ten
 
 
 def run_postpass(frames: torch.Tensor, reference: torch.Tensor | None = None,
-                 settings: PostPassSettings = PostPassSettings()
+                 settings: PostPassSettings = PostPassSettings(), *, hooks: Hooks = NO_HOOKS
                  ) -> tuple[torch.Tensor, PostPassLog]:
-    """Repair ``frames`` ``[T, 3, H, W]`` (0..1); return the result and what was done."""
+    """Repair ``frames`` ``[T, 3, H, W]`` (0..1); return the result and what was done.
+
+    ``hooks`` carries the progress bar and Cancel into the flow and every repair stage.
+    """
     t = frames.shape[0]
     device = torch.device(settings.device) if settings.device else frames.device
     log = PostPassLog()
@@ -144,7 +148,7 @@ def run_postpass(frames: torch.Tensor, reference: torch.Tensor | None = None,
     if need_flow:
         src = _prepare_reference(reference, frames) if reference is not None else frames
         flows = clip_flows(src, chunk_pairs=settings.chunk_pairs, device=device,
-                           progress_desc="post-pass: optical flow")
+                           progress_desc="post-pass: optical flow", hooks=hooks)
     log.analysis = analyse(frames, flows, bounds, lab_means, device)
     log.analysis["flow_source"] = "reference video" if reference is not None else "clip itself"
     segments = bounds.segments(t)
@@ -171,19 +175,21 @@ def run_postpass(frames: torch.Tensor, reference: torch.Tensor | None = None,
             "luma/chroma flicker below the gate"):
         out = global_deflicker(out, segments, strength=settings.global_strength,
                                sigma=settings.temporal_sigma,
-                               protect_fades=settings.protect_fades, device=device)
+                               protect_fades=settings.protect_fades, device=device,
+                               hooks=hooks)
         log.stages.append({"stage": "global deflicker", "ran": True})
     local_needed = a.get("local_residual_pct", 0.0) > LOCAL_RESIDUAL_GATE
     if gate("local deflicker", settings.local_strength, local_needed,
             "no blotchy brightness change along the motion"):
         out = local_deflicker(out, flows, segments, strength=settings.local_strength,
-                              device=device)
+                              device=device, hooks=hooks)
         log.stages.append({"stage": "local deflicker", "ran": True})
     shimmer_needed = a.get("shimmer_residual", 0.0) > SHIMMER_RESIDUAL_GATE
     if gate("shimmer", settings.shimmer_strength, shimmer_needed,
             "low-band texture follows the motion"):
         out = reduce_shimmer(out, flows, segments, alpha=min(settings.shimmer_strength, 0.95),
-                             full_band=settings.shimmer_full_band, device=device)
+                             full_band=settings.shimmer_full_band, device=device,
+                             hooks=hooks)
         log.stages.append({"stage": "shimmer", "ran": True})
     if out is frames:
         out = frames.clone()

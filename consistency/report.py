@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..core.hooks import NO_HOOKS, Hooks
 from .metrics import DESCRIPTIONS, THRESHOLDS, MetricsResult, compute_metrics, subscore, verdict_of
 
 STATIC_SCORE_CAP = 0.6   # a clip without motion cannot score as good video
@@ -79,6 +80,14 @@ def _clean(obj):
 
 def to_json(report: dict) -> str:
     return json.dumps(_clean(report), indent=2)
+
+
+def summary_line(report: dict) -> str:
+    """One line: score, verdict and the metrics that are not good (a terminal, a node's face)."""
+    line = f"Consistency score {report['score']:.2f} — {report['verdict'].upper()}"
+    problems = [f"{r['metric']} {r['verdict']}" for r in report["metrics"]
+                if r["verdict"] in ("warn", "fail")]
+    return line + (f" ({', '.join(problems)})" if problems else "")
 
 
 def to_markdown(report: dict) -> str:
@@ -161,7 +170,8 @@ def plot(result: MetricsResult, report: dict, width: int = 960, height: int = 60
 
 
 def consistency_report(frames: torch.Tensor, *, fps: float = 16.0,
-                       source: torch.Tensor | None = None, device=None, with_plot: bool = True
+                       source: torch.Tensor | None = None, device=None, with_plot: bool = True,
+                       hooks: Hooks = NO_HOOKS
                        ) -> tuple[dict, MetricsResult, torch.Tensor | None]:
     """Metrics + report dict (+ plot) of ``frames`` ``[T, 3, H, W]``; ``source`` supplies motion."""
     if source is not None and source.shape[-2:] != frames.shape[-2:]:
@@ -169,7 +179,7 @@ def consistency_report(frames: torch.Tensor, *, fps: float = 16.0,
 
         source = F.interpolate(source.float(), size=frames.shape[-2:], mode="bilinear",
                                align_corners=False, antialias=True)
-    result = compute_metrics(frames, fps=fps, flow_frames=source, device=device)
+    result = compute_metrics(frames, fps=fps, flow_frames=source, device=device, hooks=hooks)
     report = build_report(result)
     image = plot(result, report) if with_plot else None
     return report, result, image

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime.progress import check_interrupt
+from ..core.hooks import NO_HOOKS, Hooks
 from .flow import ClipFlows, gaussian_blur, warp
 
 
 def _recursive_blend(low: torch.Tensor, flows: ClipFlows, a: int, b: int, *, forward: bool,
-                     alpha: float, tau: float, device) -> torch.Tensor:
+                     alpha: float, tau: float, device, hooks: Hooks) -> torch.Tensor:
     out = torch.empty_like(low[a:b])
     order = range(a, b) if forward else range(b - 1, a - 1, -1)
     prev = None
     for n, i in enumerate(order):
         if n % 8 == 0:
-            check_interrupt()
+            hooks.check_interrupt()
         cur = low[i:i + 1].to(device, torch.float32)
         if prev is None:
             res = cur
@@ -42,7 +42,7 @@ def _recursive_blend(low: torch.Tensor, flows: ClipFlows, a: int, b: int, *, for
 
 def reduce_shimmer(frames: torch.Tensor, flows: ClipFlows, segments, *, alpha: float = 0.6,
                    band_sigma: float = 3.0, tau: float = 12 / 255, full_band: bool = False,
-                   device=None) -> torch.Tensor:
+                   device=None, hooks: Hooks = NO_HOOKS) -> torch.Tensor:
     device = device if device is not None else frames.device
     out = frames.clone()
     for a, b in segments:
@@ -54,9 +54,9 @@ def reduce_shimmer(frames: torch.Tensor, flows: ClipFlows, segments, *, alpha: f
         shifted = ClipFlows(flows.forward[a:b - 1], flows.backward[a:b - 1],
                             flows.valid[a:b - 1], flows.valid_back[a:b - 1])
         fwd = _recursive_blend(low, shifted, 0, b - a, forward=True, alpha=alpha, tau=tau,
-                               device=device)
+                               device=device, hooks=hooks)
         bwd = _recursive_blend(low, shifted, 0, b - a, forward=False, alpha=alpha, tau=tau,
-                               device=device)
+                               device=device, hooks=hooks)
         smoothed = 0.5 * (fwd + bwd)
         out[a:b] = (seg + (smoothed - low)).clamp(0, 1).to(out.dtype)
     return out

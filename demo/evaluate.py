@@ -119,7 +119,7 @@ def score_text_to_video(spec: ClipSpec, video: torch.Tensor) -> T2VScore:
 def consistency_verdict(video: torch.Tensor, fps: float = 16.0) -> str:
     """The verdict of VideoDiT Consistency Report on a clip ("good", ...)."""
     from ..nodes.qc import VideoDiTConsistencyReport
-    return json.loads(VideoDiTConsistencyReport().report(video, fps)[2])["verdict"]
+    return json.loads(VideoDiTConsistencyReport().report(video, fps)["result"][2])["verdict"]
 
 
 def trajectory(video: torch.Tensor, colour: str | None = None) -> list[tuple[float, float] | None]:

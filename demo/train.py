@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import load_file, save_file
 
     from . import train_dit, train_vae
-    from ..samplers.latent_formats import WAN21
+    from ..core.latent_formats import WAN21
 
     # 1. VAE
     t0 = time.monotonic()

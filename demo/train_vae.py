@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..consistency.flow import to_grey
 from ..consistency.metrics import laplacian as frame_laplacian
 from ..networks.wan_vae import CausalCache, WanVAE, WanVAEConfig
-from ..samplers.latent_formats import WAN21
+from ..core.latent_formats import WAN21
 from .clips import make_clip
 
 VAE_CONFIG = dict(version="2.1", dim=16, decoder_dim=16, z_dim=16, num_res_blocks=1)

@@ -21,8 +21,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from ..core.hooks import NO_HOOKS, Hooks
 from ..errors import InputError
-from ..runtime.progress import Progress
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -115,7 +115,8 @@ def decode_budget_bytes(max_memory_gb: float = 0.0) -> int:
 
 
 def load_clip(path: str | Path, frames: FrameRange = FrameRange(), size: SizeRule = SizeRule(),
-              *, budget_bytes: int | None = None, input: str = "video") -> LoadedClip:
+              *, budget_bytes: int | None = None, input: str = "video",
+              hooks: Hooks = NO_HOOKS) -> LoadedClip:
     """Decode ``path`` into an IMAGE clip; see the module notes for memory behaviour."""
     _check_range(frames)
     if size.mode not in SIZE_MODES:
@@ -135,7 +136,7 @@ def load_clip(path: str | Path, frames: FrameRange = FrameRange(), size: SizeRul
         convert_size = (source.width, source.height) if crop else (width, height)
         kept: list[np.ndarray] = []
         decoded = _Counted(source.frames)
-        with Progress(planned or 1, f"loading {path.name}") as progress:
+        with hooks.progress(planned or 1, f"loading {path.name}") as progress:
             try:
                 for frame in select_frames(decoded, frames, source.fps):
                     if (len(kept) + 1) * frame_bytes > budget:
@@ -373,10 +374,35 @@ def _pillow_converter(image) -> Callable[[int, int], np.ndarray]:
     def to_rgb(width: int, height: int) -> np.ndarray:
         from PIL import Image
 
-        rgb = image.convert("RGB")
+        rgb = still_as_rgb(image)
         if rgb.size != (width, height):
             shrinking = width * height < rgb.width * rgb.height
             rgb = rgb.resize((width, height), Image.Resampling.BOX if shrinking
                              else Image.Resampling.BICUBIC)
         return np.asarray(rgb)
     return to_rgb
+
+
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels become white (see still_as_rgb)
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def still_as_rgb(image):
+    """A Pillow image as 8-bit RGB at its full range.
+
+    16-bit grayscale (PNG ``I;16``/``I``) is scaled from 0..65535 (Pillow's own conversion
+    clips at 255, which turns it nearly white). Transparency (RGBA, LA, palette or colour-key
+    PNG/WebP/GIF) is composited over white (``ALPHA_BACKGROUND``), as an image viewer shows it,
+    instead of exposing whatever colour the transparent pixels happen to hold.
+    """
+    from PIL import Image
+
+    if image.mode in _HIGH_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        gray = np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -1,29 +1,29 @@
 """Write an IMAGE clip ``[T, H, W, 3]`` (float 0..1) as a video file with PyAV.
 
 Frames are converted to 8-bit one at a time, so saving a long clip never holds a second full
-copy of it. Files are written under a hidden temporary name and moved into their numbered name
-only when complete (see :mod:`..runtime.io_folders`), so nothing existing is ever replaced and
-a failed save leaves no half-written file behind.
+copy of it. Files are written under a hidden temporary name and moved into the first free name
+the caller offers only when complete (see :mod:`.publish`), so nothing existing is ever replaced
+and a failed save leaves no half-written file behind. Which folder and names to use is the
+caller's choice: the nodes number them in ComfyUI's output folder.
 """
 from __future__ import annotations
 
 import shutil
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 
+from ..core.hooks import NO_HOOKS, Hooks
 from ..errors import InputError
-from ..runtime import io_folders
-from ..runtime.progress import Progress
 from . import metadata as media_metadata
+from .publish import claim_folder, publish, temporary_path
 
 FORMATS = ("mp4", "webm", "gif", "webp", "png-sequence")
-_EXTENSION = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "webp": ".webp", "png-sequence": ""}
+EXTENSIONS = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "webp": ".webp", "png-sequence": ""}
 _CODEC = {"mp4": "libx264", "webm": "libvpx-vp9", "gif": "gif", "webp": "libwebp_anim"}
 _ALTERNATIVE = {"mp4": "webm", "webm": "mp4", "webp": "gif", "gif": "webp"}
 MAX_CRF = 51  # H.264's scale; VP9 (0..63) and WebP quality are mapped from it
@@ -32,15 +32,17 @@ MAX_CRF = 51  # H.264's scale; VP9 (0..63) and WebP quality are mapped from it
 @dataclass
 class SavedClip:
     format: str
-    path: Path  # the file, or the folder of a PNG sequence
-    subfolder: str  # of the entries below, relative to the output folder
-    files: list[str] = field(default_factory=list)  # file names shown in the node
+    path: Path  # the file, or the new folder of a PNG sequence
+    files: list[str]  # the file's name, or the frame files inside the PNG sequence's folder
     padded_to: tuple[int, int] | None = None  # (width, height) when odd sizes were padded
 
 
-def save_clip(images: torch.Tensor, fps: float, format: str, crf: int, filename_prefix: str,
-              tags: Mapping[str, str] | None = None) -> SavedClip:
-    """Encode ``images`` into the output folder under the next free ``<prefix>_NNNNN_`` name."""
+def check_save(images, fps: float, format: str, crf: int) -> torch.Tensor:
+    """``images`` as ``[frames, H, W, C]`` once every save input is known good.
+
+    :func:`save_clip` runs it too; callers whose file names depend on the clip's size run it
+    first, so a bad input is reported before any name or folder is made.
+    """
     images = _check_images(images)
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}", input="format",
@@ -52,22 +54,32 @@ def save_clip(images: torch.Tensor, fps: float, format: str, crf: int, filename_
                          fix="use 19 for near-transparent quality, lower for better")
     if format != "png-sequence":
         require_encoder(format)
-    frames, height, width = images.shape[0], images.shape[1], images.shape[2]
-    name = io_folders.reserve_output_name(filename_prefix, _EXTENSION[format],
-                                          width=width, height=height)
+    return images
+
+
+def save_clip(images: torch.Tensor, fps: float, format: str, crf: int, folder: Path,
+              filenames: Iterable[str], tags: Mapping[str, str] | None = None, *,
+              hooks: Hooks = NO_HOOKS) -> SavedClip:
+    """Encode ``images`` into the existing ``folder`` under the first free name of ``filenames``.
+
+    The names are tried in order; for a PNG sequence they name the new folder of frames.
+    ``tags`` (e.g. from :func:`.metadata.workflow_tags`) are embedded where the format allows.
+    """
+    images = check_save(images, fps, format, crf)
+    folder = Path(folder)
     tags = dict(tags or {})
-    with Progress(frames, f"saving {format}") as progress:
+    with hooks.progress(images.shape[0], f"saving {format}") as progress:
         if format == "png-sequence":
-            return _save_png_sequence(images, name, tags, progress)
-        temporary = name.folder / f".{name.stem}.{uuid.uuid4().hex[:8]}{name.suffix}.partial"
+            return _save_png_sequence(images, claim_folder(folder, filenames), tags, progress)
+        temporary = temporary_path(folder, EXTENSIONS[format])
         try:
             padded = _ENCODERS[format](images, temporary, _frame_rate(fps), int(crf), tags,
                                        progress)
-            name = io_folders.publish(temporary, name)
+            path = publish(temporary, folder, filenames)
         finally:
             if temporary.exists():
                 temporary.unlink()
-    return SavedClip(format, name.path, name.subfolder, [name.filename], padded)
+    return SavedClip(format, path, [path.name], padded)
 
 
 def require_encoder(format: str) -> None:
@@ -213,30 +225,28 @@ def _encode_gif(images, path, rate, crf, tags, progress):
     return None
 
 
-def _save_png_sequence(images, name, tags, progress) -> SavedClip:
-    """A new folder ``<prefix>_NNNNN_/`` of ``frame_00001.png`` ..., prompt in every frame."""
+def _save_png_sequence(images, folder, tags, progress) -> SavedClip:
+    """``frame_00001.png`` ... into the new ``folder``, the prompt in every frame."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     for key, value in tags.items():
         info.add_text(key, value)
-    name = io_folders.claim_folder(name)
-    subfolder = "/".join(part for part in (name.subfolder, name.filename) if part)
     files = []
     try:
         for index, array in enumerate(uint8_frames(images), start=1):
             filename = f"frame_{index:05}.png"
             # The folder is new and ours, so "x" (exclusive create) can only fail on a bug.
-            with open(name.path / filename, "xb") as handle:
+            with open(folder / filename, "xb") as handle:
                 Image.fromarray(array).save(handle, format="PNG", pnginfo=info,
                                             compress_level=4)
             files.append(filename)
             progress.update(1)
     except BaseException:  # including Cancel: a half sequence is not a result
-        shutil.rmtree(name.path, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
-    return SavedClip("png-sequence", name.path, subfolder, files)
+    return SavedClip("png-sequence", folder, files)
 
 
 _ENCODERS = {"mp4": _encode_mp4, "webm": _encode_webm, "gif": _encode_gif, "webp": _encode_webp}

@@ -9,6 +9,8 @@ canvas to get the graph back where ComfyUI supports that format):
   ``workflow:<json>`` (0x010F, further keys counting down), as ComfyUI's SaveAnimatedWEBP writes.
 * png: ``tEXt`` chunks named ``prompt`` / ``workflow``, as ComfyUI's SaveImage writes.
 * gif: none (the format has nowhere ComfyUI would look).
+
+Whether to embed them at all (ComfyUI's ``--disable-metadata``) is the caller's decision.
 """
 from __future__ import annotations
 
@@ -17,23 +19,13 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..runtime.host import comfy_module
-
 _EXIF_PROMPT_TAG = 0x0110  # "Model" in TIFF terms; ComfyUI uses it for the prompt
 _EXIF_FIRST_EXTRA_TAG = 0x010F  # "Make"; then counting down for each further key
-
-
-def metadata_disabled() -> bool:
-    """True when ComfyUI runs with ``--disable-metadata`` (never standalone)."""
-    cli_args = comfy_module("comfy.cli_args")
-    return bool(getattr(getattr(cli_args, "args", None), "disable_metadata", False))
 
 
 def workflow_tags(prompt: Any = None, extra_pnginfo: Mapping[str, Any] | None = None
                   ) -> dict[str, str]:
     """``{"prompt": json, "workflow": json, ...}`` from a node's hidden inputs (JSON strings)."""
-    if metadata_disabled():
-        return {}
     tags: dict[str, str] = {}
     if prompt is not None:
         tags["prompt"] = json.dumps(prompt)

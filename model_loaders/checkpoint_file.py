@@ -2,13 +2,16 @@
 
 Every loader starts here. :func:`read_header` validates a safetensors file (catches truncated
 and corrupt files with a clear message) and returns names, dtypes and shapes so the kind and
-variant can be detected before a single weight is read.
+variant can be detected before a single weight is read; :func:`iter_tensors` then reads the
+weights one tensor at a time.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +91,11 @@ def _read_safetensors_header(path: Path, input: str) -> CheckpointHeader:
     if not isinstance(header, dict):
         raise InputError(broken, input=input, fix=fix)
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise InputError(f"{broken}: its __metadata__ is a {type(metadata).__name__}, not an "
+                         "object of texts", input=input, fix="download the file again or "
+                         "re-save it with the safetensors library")
+    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     data_bytes = size - 8 - header_len
     tensors: dict[str, TensorInfo] = {}
     for name, entry in header.items():
@@ -95,14 +103,22 @@ def _read_safetensors_header(path: Path, input: str) -> CheckpointHeader:
             dtype = SAFETENSORS_DTYPES[entry["dtype"]]
             shape = tuple(int(d) for d in entry["shape"])
             start, end = (int(x) for x in entry["data_offsets"])
+            if min(shape, default=0) < 0 or start < 0:
+                raise ValueError
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{broken}: bad entry for tensor {name!r}", input=input,
                              fix=fix) from None
         if end > data_bytes or start > end:
             raise InputError(f"{broken}: tensor {name!r} ends past the end of the file "
                              f"({end} > {data_bytes} data bytes)", input=input, fix=fix)
+        expected = math.prod(shape) * dtype.itemsize
+        if end - start != expected:
+            raise InputError(f"{broken}: tensor {name!r} has shape {list(shape)} "
+                             f"({expected} bytes as {entry['dtype']}) but {end - start} bytes in "
+                             "the file", input=input, fix="download the file again or re-save "
+                             "it with the safetensors library")
         tensors[name] = TensorInfo(dtype, shape)
-    return CheckpointHeader(path, tensors, dict(metadata))
+    return CheckpointHeader(path, tensors, metadata)
 
 
 def load_torch_file(path: Path, *, input: str = "model") -> dict[str, torch.Tensor]:
@@ -120,3 +136,48 @@ def load_torch_file(path: Path, *, input: str = "model") -> dict[str, torch.Tens
         raise InputError(f"{path.name} does not hold a flat dict of tensors", input=input,
                          fix="use the .safetensors release of this model")
     return state
+
+
+# read(staging=False) -> the tensor; see iter_tensors
+TensorReader = Callable[..., torch.Tensor]
+
+
+def iter_tensors(file: Path, *, input: str = "model") -> Iterator[tuple[str, torch.dtype, TensorReader]]:
+    """(name, stored dtype, read) for each tensor of a file whose header :func:`read_header`
+    has validated, in file order.
+
+    ``read()`` returns the tensor in memory of its own (plain reads, no mmap kept alive);
+    ``read(staging=True)`` returns a view of one buffer reused for every tensor of the file,
+    valid until the next read: for tensors that are cast or quantized right away, so the file's
+    copy never sits beside the converted one.
+    """
+    if file.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        for name, tensor in load_torch_file(file, input=input).items():
+            yield name, tensor.dtype, lambda staging=False, tensor=tensor: tensor
+        return
+    staging_buffer = torch.empty(0, dtype=torch.uint8)
+    with open(file, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_len))
+        header.pop("__metadata__", None)
+        base = 8 + header_len
+        for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, end = entry["data_offsets"]
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+
+            def read(staging: bool = False, start=start, end=end, dtype=dtype, entry=entry,
+                     name=name) -> torch.Tensor:
+                nonlocal staging_buffer
+                if staging:
+                    if staging_buffer.numel() < end - start:
+                        staging_buffer = torch.empty(end - start, dtype=torch.uint8)
+                    buffer = staging_buffer[: end - start]
+                else:
+                    buffer = torch.empty(end - start, dtype=torch.uint8)
+                handle.seek(base + start)
+                if handle.readinto(memoryview(buffer.numpy())) != end - start:
+                    raise InputError(f"{file.name} ended early while reading {name}",
+                                     input=input, fix="download the file again")
+                return buffer.view(dtype).reshape(entry["shape"])
+
+            yield name, dtype, read

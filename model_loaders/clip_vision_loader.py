@@ -16,24 +16,23 @@ Sizes come from tensor shapes. The head count is not visible in shapes: it is re
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..core.placement import Placement, PlacementFactory
 from ..errors import InputError
 from ..networks.clip_vision import (ACTIVATIONS, CLIPVisionConfig, CLIPVisionEncoder,
                                     CLIPVisionOutput, preprocess)
-from ..runtime import devices
-from ..runtime.memory import ManagedModel
-from .checkpoint_file import SAFETENSORS_SUFFIXES, load_torch_file, read_header
+from .checkpoint_file import read_header
 from .detect import KIND_CLIP_VISION, require_kind
+from .loader_core import (chosen_dtype, device_or_cpu, json_object, network_from_state,
+                          read_tensors)
 
 INPUT = "clip_name"
 DTYPE_CHOICES = ("default", "fp16", "bf16", "fp32")
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # width -> (heads, activation) of the public CLIP vision towers.
 _KNOWN_WIDTHS = {1280: (16, "gelu"), 1664: (16, "gelu"), 1024: (16, "quick_gelu"),
                  768: (12, "quick_gelu")}
@@ -41,10 +40,41 @@ _NOT_FOR_WAN = {1024: "CLIP ViT-L", 768: "CLIP ViT-B", 1664: "CLIP ViT-bigG", 11
 _TOWER = "vision_model."
 
 
+@dataclass(frozen=True)
+class _VisualLayout:
+    """Where a ``visual.*`` checkpoint keeps each part of the tower (transformers names are
+    what the network uses)."""
+    blocks: str                       # pattern of a block's names: (index, rest)
+    block_renames: dict[str, str]     # rest prefix -> transformers name in the block
+    qkv: str                          # prefix of the fused q/k/v projection
+    class_embedding: str
+    patch_embedding: str
+    position_embedding: str
+    pre_norm: str
+    post_norm: str
+
+
+_OPEN_CLIP = _VisualLayout(
+    blocks=r"visual\.transformer\.resblocks\.(\d+)\.(.+)",
+    block_renames={"ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.",
+                   "attn.out_proj.": "self_attn.out_proj.", "mlp.c_fc.": "mlp.fc1.",
+                   "mlp.c_proj.": "mlp.fc2."},
+    qkv="attn.in_proj_", class_embedding="visual.class_embedding",
+    patch_embedding="visual.conv1.weight", position_embedding="visual.positional_embedding",
+    pre_norm="visual.ln_pre", post_norm="visual.ln_post")
+_WAN = _VisualLayout(
+    blocks=r"visual\.transformer\.(\d+)\.(.+)",
+    block_renames={"norm1.": "layer_norm1.", "norm2.": "layer_norm2.",
+                   "attn.proj.": "self_attn.out_proj.", "mlp.0.": "mlp.fc1.", "mlp.2.": "mlp.fc2."},
+    qkv="attn.to_qkv.", class_embedding="visual.cls_embedding",
+    patch_embedding="visual.patch_embedding.weight", position_embedding="visual.pos_embedding",
+    pre_norm="visual.pre_norm", post_norm="visual.post_norm")
+
+
 @dataclass
 class CLIPVision:
-    """VIDEODIT_CLIP_VISION: the vision tower, ready to encode ComfyUI IMAGEs."""
-    model: ManagedModel
+    """VIDEODIT_CLIP_VISION: the vision tower (in its placement), ready to encode ComfyUI IMAGEs."""
+    model: Placement
     name: str
     dtype: torch.dtype
     notes: list[str] = field(default_factory=list)
@@ -62,20 +92,21 @@ class CLIPVision:
         return CLIPVisionOutput(penultimate=hidden.to("cpu", torch.float32))
 
 
-def load_clip_vision(path: str | Path, *, dtype: str = "default", name: str | None = None
-                     ) -> CLIPVision:
+def load_clip_vision(path: str | Path, *, dtype: str = "default", name: str | None = None,
+                     device: torch.device | None = None,
+                     place: PlacementFactory = Placement) -> CLIPVision:
+    """Read a CLIP vision file (its vision tower). ``device`` is where it will compute (None:
+    the CPU); ``place`` wraps the network to manage where its weights live (the nodes pass the
+    runtime's host-aware placement)."""
     path = Path(path)
     name = name or path.name
-    device = devices.compute_device()
-    if dtype == "default":
-        # Wan runs CLIP in fp16 on GPUs; CPUs get fp32, where fp16 is slow and imprecise.
-        torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
-    elif dtype in _DTYPES:
-        torch_dtype = _DTYPES[dtype]
-    else:
-        raise InputError(f"unknown dtype {dtype!r}", input="dtype",
-                         fix=f"pick one of {', '.join(DTYPE_CHOICES)}")
-    raw = _read_state(path)
+    device = device_or_cpu(device)
+    # Wan runs CLIP in fp16 on GPUs; CPUs get fp32, where fp16 is slow and imprecise.
+    torch_dtype = chosen_dtype(dtype, DTYPE_CHOICES,
+                               torch.float16 if device.type == "cuda" else torch.float32)
+    read_header(path, input=INPUT)
+    raw = read_tensors(path, input=INPUT, dtype=torch_dtype,
+                       wanted=lambda key: not key.startswith(("textual.", "text_model.")))
     state, layout = clip_vision_state_dict(raw, file_name=name)
     config = config_from_state(state, _config_json(path))
     if config.hidden_act not in ACTIVATIONS:
@@ -86,37 +117,20 @@ def load_clip_vision(path: str | Path, *, dtype: str = "default", name: str | No
                          f"{config.hidden_size}); Wan 2.1 image-to-video reads ViT-H/14 "
                          "features (width 1280)", input=INPUT,
                          fix="use clip_vision_h.safetensors (Comfy-Org/Wan_2.1_ComfyUI_repackaged)")
-    with torch.device("meta"):
-        module = CLIPVisionEncoder(config)
-    state = {k: v.to(torch_dtype) for k, v in state.items()}
-    missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise InputError(f"{name} does not fit a CLIP vision transformer (missing: "
-                         f"{_few(missing)}; unexpected: {_few(unexpected)})", input=INPUT,
-                         fix="use clip_vision_h.safetensors (Comfy-Org/Wan_2.1_ComfyUI_repackaged)")
-    module.eval().requires_grad_(False)
-    managed = ManagedModel(module, f"CLIP vision {name}")
-    return CLIPVision(managed, name, torch_dtype, [f"layout: {layout}"])
-
-
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    header = read_header(path, input=INPUT)
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        return load_torch_file(path, input=INPUT)
-    from safetensors import safe_open
-
-    wanted = [k for k in header.keys() if not k.startswith(("textual.", "text_model."))]
-    with safe_open(path, framework="pt", device="cpu") as handle:
-        return {k: handle.get_tensor(k) for k in wanted}
+    module = network_from_state(
+        CLIPVisionEncoder, config, state, file_name=name, fits="a CLIP vision transformer",
+        input=INPUT, fix="use clip_vision_h.safetensors (Comfy-Org/Wan_2.1_ComfyUI_repackaged)")
+    placement = place(module, f"CLIP vision {name}", load_device=device)
+    return CLIPVision(placement, name, torch_dtype, [f"layout: {layout}"])
 
 
 def clip_vision_state_dict(raw: dict[str, torch.Tensor], *, file_name: str
                            ) -> tuple[dict[str, torch.Tensor], str]:
     """Any supported layout -> ``vision_model.*`` keys (tower only)."""
     if "visual.transformer.0.attn.to_qkv.weight" in raw or "visual.patch_embedding.weight" in raw:
-        return _from_wan(raw), "original Wan (open-clip xlm-roberta ViT-H/14)"
+        return _from_visual(raw, _WAN), "original Wan (open-clip xlm-roberta ViT-H/14)"
     if "visual.conv1.weight" in raw:
-        return _from_open_clip(raw), "open-clip"
+        return _from_visual(raw, _OPEN_CLIP), "open-clip"
     if "embeddings.patch_embedding.weight" in raw:  # transformers 5 CLIPVisionModel
         raw = {_TOWER + k: v for k, v in raw.items()}
     if _TOWER + "embeddings.patch_embedding.weight" in raw:
@@ -137,63 +151,45 @@ def _split_qkv(prefix: str, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return out
 
 
-def _convert_blocks(raw: dict, block_pattern: str, renames: dict[str, str], qkv: str) -> dict:
+def _convert_blocks(raw: dict, layout: _VisualLayout) -> dict:
     state = {}
     for key, value in raw.items():
-        match = re.fullmatch(block_pattern, key)
+        match = re.fullmatch(layout.blocks, key)
         if not match:
             continue
         index, rest = match.groups()
         prefix = f"{_TOWER}encoder.layers.{index}."
-        if rest == f"{qkv}weight":
+        if rest == f"{layout.qkv}weight":
             state.update(_split_qkv(prefix, value, raw.get(key[: -len("weight")] + "bias")))
-        elif rest == f"{qkv}bias":
+        elif rest == f"{layout.qkv}bias":
             continue  # taken with the weight
         else:
-            for old, new in renames.items():
+            for old, new in layout.block_renames.items():
                 if rest.startswith(old):
                     state[prefix + new + rest[len(old):]] = value
                     break
     return state
 
 
-def _from_open_clip(raw: dict) -> dict:
-    state = _convert_blocks(raw, r"visual\.transformer\.resblocks\.(\d+)\.(.+)",
-                            {"ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.",
-                             "attn.out_proj.": "self_attn.out_proj.", "mlp.c_fc.": "mlp.fc1.",
-                             "mlp.c_proj.": "mlp.fc2."}, qkv="attn.in_proj_")
-    state[_TOWER + "embeddings.class_embedding"] = raw["visual.class_embedding"]
-    state[_TOWER + "embeddings.patch_embedding.weight"] = raw["visual.conv1.weight"]
-    state[_TOWER + "embeddings.position_embedding.weight"] = raw["visual.positional_embedding"]
-    for old, new in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
+def _from_visual(raw: dict, layout: _VisualLayout) -> dict:
+    state = _convert_blocks(raw, layout)
+    width = raw[layout.patch_embedding].shape[0]
+    # Wan keeps a batch dimension on both embeddings ([1, 1, W] and [1, N, W]); open-clip not.
+    state[_TOWER + "embeddings.class_embedding"] = raw[layout.class_embedding].reshape(width)
+    state[_TOWER + "embeddings.patch_embedding.weight"] = raw[layout.patch_embedding]
+    state[_TOWER + "embeddings.position_embedding.weight"] = (
+        raw[layout.position_embedding].reshape(-1, width))
+    for old, new in ((layout.pre_norm, "pre_layrnorm"), (layout.post_norm, "post_layernorm")):
         for part in ("weight", "bias"):
-            state[f"{_TOWER}{new}.{part}"] = raw[f"visual.{old}.{part}"]
-    return state
-
-
-def _from_wan(raw: dict) -> dict:
-    state = _convert_blocks(raw, r"visual\.transformer\.(\d+)\.(.+)",
-                            {"norm1.": "layer_norm1.", "norm2.": "layer_norm2.",
-                             "attn.proj.": "self_attn.out_proj.", "mlp.0.": "mlp.fc1.",
-                             "mlp.2.": "mlp.fc2."}, qkv="attn.to_qkv.")
-    state[_TOWER + "embeddings.class_embedding"] = raw["visual.cls_embedding"].reshape(-1)
-    state[_TOWER + "embeddings.patch_embedding.weight"] = raw["visual.patch_embedding.weight"]
-    state[_TOWER + "embeddings.position_embedding.weight"] = raw["visual.pos_embedding"][0]
-    for old, new in (("pre_norm", "pre_layrnorm"), ("post_norm", "post_layernorm")):
-        for part in ("weight", "bias"):
-            state[f"{_TOWER}{new}.{part}"] = raw[f"visual.{old}.{part}"]
+            state[f"{_TOWER}{new}.{part}"] = raw[f"{old}.{part}"]
     return state
 
 
 def _config_json(path: Path) -> dict:
     for candidate in (path.with_suffix(".json"), path.parent / "config.json"):
-        if candidate.is_file():
-            try:
-                config = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(config, dict):
-                return config.get("vision_config", config)
+        config = json_object(candidate)
+        if config is not None:
+            return config.get("vision_config", config)
     return {}
 
 
@@ -212,10 +208,3 @@ def config_from_state(state: dict[str, torch.Tensor], overrides: dict) -> CLIPVi
         image_size=grid * patch_size, patch_size=patch_size,
         layer_norm_eps=float(overrides.get("layer_norm_eps", 1e-5)),
         hidden_act=str(overrides.get("hidden_act", activation)))
-
-
-def _few(items, limit: int = 5) -> str:
-    items = list(items)
-    if not items:
-        return "none"
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")

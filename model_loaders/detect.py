@@ -24,7 +24,7 @@ KIND_DESCRIPTIONS = {
     KIND_WAN_VAE: ("a Wan VAE", "VideoDiT VAE Loader", "vae"),
     KIND_UMT5: ("a umT5 text encoder", "VideoDiT Text Encoder Loader", "text_encoders"),
     KIND_CLIP_VISION: ("a CLIP vision encoder", "VideoDiT CLIP Vision Loader", "clip_vision"),
-    KIND_LORA: ("a LoRA", "a LoRA loader", "loras"),
+    KIND_LORA: ("a LoRA", "VideoDiT LoRA Loader", "loras"),
 }
 
 
@@ -44,7 +44,8 @@ def detect_kind(keys: Iterable[str]) -> str:
     def has(fragment: str) -> bool:
         return any(fragment in k for k in keyset)
 
-    if has("lora_A") or has("lora_down") or has("lora_up") or has("lora_B"):
+    if has("lora_A") or has("lora_down") or has("lora_up") or has("lora_B") or (
+            has(".hada_w1_a") or has(".lokr_w1")):
         return KIND_LORA
     if "patch_embedding.weight" in keyset and (has("self_attn.q.weight") or has("attn1.to_q")):
         return KIND_WAN_DIT

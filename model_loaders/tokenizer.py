@@ -11,29 +11,15 @@ single-file text encoders, or from a ``spiece.model`` file (see ``umt5_loader``)
 """
 from __future__ import annotations
 
-import html
 import logging
-import re
 from dataclasses import dataclass
 
+from ..core.text import clean_prompt
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 WAN_TEXT_LEN = 512
-_WHITESPACE = re.compile(r"\s+")
-
-
-def clean_prompt(text: str) -> str:
-    """Wan's 'whitespace' cleaning of a prompt."""
-    try:
-        import ftfy
-    except ImportError:
-        ftfy = None
-    if ftfy is not None:
-        text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return _WHITESPACE.sub(" ", text).strip()
 
 
 @dataclass(frozen=True)

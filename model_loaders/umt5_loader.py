@@ -23,20 +23,20 @@ so there is nothing to gain from fp8 matmuls and the cache makes the cost one-of
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..core.placement import Placement, PlacementFactory
 from ..errors import InputError
 from ..networks.umt5 import UMT5Config, UMT5Encoder
-from ..runtime import devices
-from ..runtime.memory import ManagedModel
 from . import quantization
-from .checkpoint_file import SAFETENSORS_SUFFIXES, load_torch_file, read_header
+from .checkpoint_file import read_header
 from .detect import KIND_UMT5, require_kind
+from .loader_core import (bf16_if_supported, check_choice, chosen_dtype, device_or_cpu,
+                          network_from_state, read_tensors, sharded_files)
 from .tokenizer import UMT5Tokenizer
 
 INPUT = "text_encoder_name"
@@ -46,7 +46,7 @@ TOKENIZER_KEY = "spiece_model"
 _ANCHORS = ("encoder.block.0.layer.0.SelfAttention.q.weight", "blocks.0.attn.q.weight")
 
 DTYPE_CHOICES = ("default", "bf16", "fp16", "fp32")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DEVICE_CHOICES = ("default", "cpu")
 
 # Wan's original module names -> transformers names (per block, then globals).
 _WAN_BLOCK_RENAMES = {
@@ -67,8 +67,9 @@ _WAN_GLOBAL_RENAMES = {"token_embedding.weight": "shared.weight",
 
 @dataclass
 class TextEncoder:
-    """VIDEODIT_TEXT_ENCODER: the umT5 network, its tokenizer and what identifies them."""
-    model: ManagedModel
+    """VIDEODIT_TEXT_ENCODER: the umT5 network (in its placement), its tokenizer and what
+    identifies them."""
+    model: Placement
     tokenizer: UMT5Tokenizer
     identity: str                     # hash of the weight files + tokenizer (prompt cache key)
     dtype: torch.dtype
@@ -92,26 +93,24 @@ class TextEncoder:
             return module(input_ids)[0].to("cpu", torch.float32)
 
 
-def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    if choice == "default":
-        # Wan runs umT5 in bf16; fall back to fp32 where bf16 matmuls are unsupported.
-        return torch.bfloat16 if devices.supports_dtype(device, torch.bfloat16) else torch.float32
-    if choice not in _DTYPES:
-        raise InputError(f"unknown dtype {choice!r}", input="dtype",
-                         fix=f"pick one of {', '.join(DTYPE_CHOICES)}")
-    return _DTYPES[choice]
-
-
 def load_text_encoder(path: str | Path, *, dtype: str = "default", device: str = "default",
-                      name: str | None = None) -> TextEncoder:
+                      name: str | None = None, compute_device: torch.device | None = None,
+                      place: PlacementFactory = Placement) -> TextEncoder:
+    """Read a umT5 encoder file (all its shards) and find its tokenizer.
+
+    ``device`` is the user's choice: "default" computes on ``compute_device`` (None: the CPU)
+    and keeps the weights off it between prompts; "cpu" keeps and runs them on the CPU.
+    ``place`` wraps the network to manage where its weights live (the nodes pass the runtime's
+    host-aware placement).
+    """
     path = Path(path)
     name = name or path.name
-    if device not in ("default", "cpu"):
-        raise InputError(f"unknown device {device!r}", input="device", fix="pick 'default' or 'cpu'")
-    load_device = torch.device("cpu") if device == "cpu" else devices.compute_device()
-    torch_dtype = resolve_dtype(dtype, load_device)
+    check_choice(device, DEVICE_CHOICES, input="device")
+    load_device = torch.device("cpu") if device == "cpu" else device_or_cpu(compute_device)
+    # Wan runs umT5 in bf16; fall back to fp32 where bf16 matmuls are unsupported.
+    torch_dtype = chosen_dtype(dtype, DTYPE_CHOICES, bf16_if_supported(load_device))
 
-    files = weight_files(path)
+    files = sharded_files(path, input=INPUT)  # any one shard loads them all
     all_keys = [k for f in files for k in read_header(f, input=INPUT).keys()]
     _require_umt5(all_keys, name)
     prefix = _encoder_prefix(all_keys)
@@ -120,7 +119,8 @@ def load_text_encoder(path: str | Path, *, dtype: str = "default", device: str =
         return key.split(".")[-1] == TOKENIZER_KEY or (
             key.startswith(prefix) and not key[len(prefix):].startswith(("decoder.", "lm_head.")))
 
-    raw = _read_state(files, torch_dtype, wanted)
+    raw = {k: v for f in files
+           for k, v in read_tensors(f, input=INPUT, dtype=torch_dtype, wanted=wanted).items()}
     tokenizer_key = next((k for k in raw if k.split(".")[-1] == TOKENIZER_KEY), None)
     tokenizer_bytes = raw.pop(tokenizer_key) if tokenizer_key else None
     tokenizer, tokenizer_source = _find_tokenizer(path, tokenizer_bytes)
@@ -131,66 +131,18 @@ def load_text_encoder(path: str | Path, *, dtype: str = "default", device: str =
                          f"{name} has only {config.vocab_size} token embeddings", input=INPUT,
                          fix="use the umT5 spiece.model (google/umt5-xxl), not another model's")
 
-    with torch.device("meta"):
-        module = UMT5Encoder(config)
-    missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise InputError(f"{name} does not fit the umT5 encoder (missing: {_few(missing)}; "
-                         f"unexpected: {_few(unexpected)})", input=INPUT,
-                         fix="use umt5_xxl_fp16.safetensors (or its fp8 variants) from "
-                         "Comfy-Org/Wan_2.1_ComfyUI_repackaged, or Wan's models_t5_umt5-xxl-enc-bf16.pth")
-    module.eval().requires_grad_(False)
+    module = network_from_state(
+        UMT5Encoder, config, state, file_name=name, fits="the umT5 encoder", input=INPUT,
+        fix="use umt5_xxl_fp16.safetensors (or its fp8 variants) from "
+        "Comfy-Org/Wan_2.1_ComfyUI_repackaged, or Wan's models_t5_umt5-xxl-enc-bf16.pth")
     notes.append(f"tokenizer: {tokenizer_source}")
     identity = encoder_identity(files, tokenizer.model_proto)
-    managed = ManagedModel(module, f"umT5 {name}", load_device=load_device,
-                           offload_device=devices.offload_device() if device == "default" else load_device)
-    return TextEncoder(managed, tokenizer, identity, torch_dtype, name, notes)
-
-
-def weight_files(path: Path) -> list[Path]:
-    """The chosen file, or every shard listed with it in a ``*.index.json`` beside it."""
-    for index in sorted(path.parent.glob("*.index.json")):
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        except (OSError, ValueError, AttributeError):
-            continue
-        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
-        if path.name in shards:
-            files = [path.parent / shard for shard in shards]
-            absent = [f.name for f in files if not f.is_file()]
-            if absent:
-                raise InputError(f"{path.name} is one shard of {index.name}, but shards are "
-                                 f"missing: {_few(absent)}", input=INPUT,
-                                 fix=f"download all shards into {path.parent}")
-            return files
-    return [path]
-
-
-def _read_state(files: list[Path], dtype: torch.dtype, wanted) -> dict[str, torch.Tensor]:
-    """The wanted tensors; float weights are cast as they are read so peak memory stays ~1x."""
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        if file.suffix.lower() in SAFETENSORS_SUFFIXES:
-            header = read_header(file, input=INPUT)  # validates before reading
-            from safetensors import safe_open
-
-            with safe_open(file, framework="pt", device="cpu") as handle:
-                for key in filter(wanted, header.keys()):
-                    state[key] = _cast_plain_float(key, handle.get_tensor(key), dtype)
-        else:
-            read_header(file, input=INPUT)  # refuses unsupported types with a clear message
-            for key, value in load_torch_file(file, input=INPUT).items():
-                if wanted(key):
-                    state[key] = _cast_plain_float(key, value, dtype)
-    return state
-
-
-def _cast_plain_float(key: str, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    # fp8 weights wait for their scales; scales stay float32.
-    if (not value.is_floating_point() or value.dtype in quantization.FP8_DTYPES
-            or quantization.is_quantization_entry(key)):
-        return value
-    return value.to(dtype)
+    if device == "cpu":  # kept where it runs: nothing to move between prompts
+        placement = place(module, f"umT5 {name}", load_device=load_device,
+                          offload_device=load_device)
+    else:
+        placement = place(module, f"umT5 {name}", load_device=load_device)
+    return TextEncoder(placement, tokenizer, identity, torch_dtype, name, notes)
 
 
 def _find_tokenizer(path: Path, embedded: torch.Tensor | None) -> tuple[UMT5Tokenizer, str]:
@@ -312,11 +264,3 @@ def encoder_identity(files: list[Path], tokenizer_proto: bytes) -> str:
             digest.update(handle.read(1 << 20))
     digest.update(hashlib.sha256(tokenizer_proto).digest())
     return digest.hexdigest()
-
-
-def _few(items, limit: int = 5) -> str:
-    items = list(items)
-    if not items:
-        return "none"
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -1,4 +1,4 @@
-"""Wan diffusion-model files -> :class:`LoadedDiT` (a :class:`WanDiT` in a ManagedModel).
+"""Wan diffusion-model files -> :class:`DiTWeights` (a :class:`WanDiT` and what it is).
 
 Layouts (detected from tensor names, never the file name):
 
@@ -18,13 +18,17 @@ Memory: the network is built on the meta device and each tensor is read straight
 into its own buffer (plain reads, no mmap), cast or dequantized one tensor at a time, then
 assigned with ``load_state_dict(assign=True)``. Peak RAM is about the size of the loaded
 weights, never two copies.
+
+Where the weights live afterwards is the caller's business (``core/placement.py``): the
+network comes back on the CPU, and ``device`` only says where it will compute, which decides
+the default compute dtype.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
-import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +36,13 @@ import torch
 
 from ..errors import InputError
 from ..networks.wan_dit import CLIP_DIM, WanDiT, WanDiTConfig
-from ..runtime import devices
-from ..runtime.memory import ManagedModel
 from . import quantization
-from .checkpoint_file import SAFETENSORS_SUFFIXES, load_torch_file, read_header
-from .detect import KIND_WAN_DIT, require_kind, strip_prefix
+from .checkpoint_file import SAFETENSORS_SUFFIXES, iter_tensors, read_header
+from .detect import KIND_WAN_DIT, detect_kind, require_kind, strip_prefix
+from .loader_core import (TORCH_DTYPES, bf16_if_supported, check_choice, device_or_cpu, few,
+                          check_finite_weights, is_plain_float, json_object,
+                          network_from_state, shard_paths,
+                          sharded_files)
 from .wan_dit_keys import diffusers_to_original, is_diffusers_layout
 
 INPUT = "model_name"
@@ -49,14 +55,11 @@ WEIGHT_DTYPE_TOOLTIP = (
     "14B: 28 GB). fp16: same size, may overflow in rare cases. fp32: 4 bytes per weight, slowest, "
     "for checking. fp8_e4m3fn: 1 byte per weight for the transformer blocks (14B: ~15 GB), "
     "widened to bf16 in each layer on the fly; slightly lower quality, a little slower.")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
 # Block linears that may stay in fp8 (QuantizedLinear in the network).
 _FP8_LINEAR = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.([qkvo]|k_img|v_img)|"
                          r"ffn\.[02])\.weight$")
 _REQUIRED = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight",
              "head.head.weight", "blocks.0.ffn.0.weight", "blocks.0.self_attn.q.weight")
-_CONFIG_FILES = ("config.json",)
 # Safetensors metadata a file may carry for what its shapes cannot say: a JSON object with
 # "model_type" (e.g. "ti2v" for a 16-channel model trained with first-frame conditioning, like
 # the bundled demo model) and "num_heads" (Wan's heads are 128 wide; small models differ).
@@ -76,9 +79,9 @@ _VARIANTS = {
 
 
 @dataclass
-class LoadedDiT:
-    """VIDEODIT_MODEL: the network (managed), what it is, and how it computes."""
-    managed: ManagedModel
+class DiTWeights:
+    """A loaded Wan DiT: the bare network on the CPU, what it is, and how it computes."""
+    network: WanDiT
     config: WanDiTConfig
     variant: str
     latent_format: str           # "wan21" | "wan22"
@@ -86,25 +89,28 @@ class LoadedDiT:
     file_name: str
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def network(self) -> WanDiT:
-        return self.managed.module
+
+def looks_like_wan_dit(keys: Iterable[str]) -> bool:
+    """Whether these tensor names (any known prefix, original or diffusers names, fp8 scales
+    included) are those of a Wan DiT: how the model-family registry recognises a file."""
+    return detect_kind(_weight_keys(keys)) == KIND_WAN_DIT
 
 
 def load_wan_dit(path: str | Path, weight_dtype: str = "default",
-                 compute_dtype: torch.dtype | None = None, *, name: str | None = None) -> LoadedDiT:
+                 compute_dtype: torch.dtype | None = None, *, name: str | None = None,
+                 device: torch.device | None = None) -> DiTWeights:
+    """Read a Wan DiT file (or sharded folder); ``device`` is where it will compute (None: the
+    CPU), which decides the default compute dtype."""
     path = Path(path)
     name = name or path.name
-    if weight_dtype not in WEIGHT_DTYPE_CHOICES:
-        raise InputError(f"unknown weight_dtype {weight_dtype!r}", input="weight_dtype",
-                         fix=f"pick one of {', '.join(WEIGHT_DTYPE_CHOICES)}")
+    check_choice(weight_dtype, WEIGHT_DTYPE_CHOICES, input="weight_dtype")
     files = weight_files(path)
     headers = [read_header(f, input=INPUT) for f in files]
     dtypes = {k: info.dtype for h in headers for k, info in h.tensors.items()}
     shapes = {k: info.shape for h in headers for k, info in h.tensors.items()}
     metadata = {k: v for h in headers for k, v in h.metadata.items()}
 
-    weight_keys = [k for k in dtypes if not quantization.is_quantization_entry(k)]
+    weight_keys = _weight_keys(dtypes)
     prefix, _ = strip_prefix(weight_keys)
     require_kind(weight_keys, KIND_WAN_DIT, file_name=name, input=INPUT)
     quant = quantization.inspect(dtypes, metadata)
@@ -113,31 +119,27 @@ def load_wan_dit(path: str | Path, weight_dtype: str = "default",
     config = config_from_shapes(named_shapes, name, _diffusers_config(files[0].parent),
                                 architecture_hints(metadata, name))
 
-    load_device = devices.compute_device()
     stored_fp8 = quant.fp8_dtype is not None
     keep_fp8 = weight_dtype == "fp8_e4m3fn" or (weight_dtype == "default" and stored_fp8)
     if compute_dtype is None:
-        compute_dtype = _compute_dtype(weight_dtype, dtypes, weight_keys, load_device)
+        compute_dtype = _compute_dtype(weight_dtype, dtypes, weight_keys, device_or_cpu(device))
     if keep_fp8:
         config.fp8_linears = True
         config.fp8_dtype = (quant.fp8_dtype if weight_dtype == "default" and quant.fp8_dtype
                             else torch.float8_e4m3fn)
 
     state = _read_state(files, rename, config, compute_dtype, metadata)
-    with torch.device("meta"):
-        network = WanDiT(config)
-    missing, unexpected = network.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise InputError(f"{name} does not fit a Wan DiT of the detected shape ({_describe(config)}"
-                         f"; missing: {_few(missing)}; unexpected: {_few(unexpected)})",
-                         input=INPUT, fix="use an unmodified Wan 2.1 / 2.2 diffusion model file")
-    network.eval().requires_grad_(False)
-    variant = _variant(config)
+    network = network_from_state(WanDiT, config, state, file_name=name, fits=_describe(config),
+                                 input=INPUT,
+                                 fix="use an unmodified Wan 2.1 / 2.2 diffusion model file")
     notes = [f"layout: {'diffusers' if is_diffusers_layout(weight_keys) else 'original'}",
              f"stored: {quant.describe()}"]
-    managed = ManagedModel(network, f"Wan DiT {name}", load_device=load_device)
-    return LoadedDiT(managed, config, variant, "wan22" if config.in_dim == 48 else "wan21",
-                     compute_dtype, name, notes)
+    return DiTWeights(network, config, _variant(config),
+                      "wan22" if config.in_dim == 48 else "wan21", compute_dtype, name, notes)
+
+
+def _weight_keys(keys: Iterable[str]) -> list[str]:
+    return [k for k in keys if not quantization.is_quantization_entry(k)]
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -145,7 +147,7 @@ def weight_files(path: Path) -> list[Path]:
     if path.is_dir():
         indexes = sorted(path.glob("*.index.json"))
         if indexes:
-            return _shards(indexes[0], path)
+            return shard_paths(indexes[0], path, input=INPUT)
         singles = sorted(p for p in path.iterdir() if p.suffix.lower() in SAFETENSORS_SUFFIXES)
         if len(singles) == 1:
             return singles
@@ -154,41 +156,12 @@ def weight_files(path: Path) -> list[Path]:
     if not path.is_file():
         raise InputError(f"file not found: {path}", input=INPUT,
                          fix="check the file name; the list shows what is in models/diffusion_models")
-    for index in sorted(path.parent.glob("*.index.json")):
-        shards = _index_shards(index)
-        if path.name in shards:
-            return _shards(index, path.parent)
-    return [path]
-
-
-def _index_shards(index: Path) -> list[str]:
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-    except (OSError, ValueError, AttributeError):
-        return []
-    return sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
-
-
-def _shards(index: Path, folder: Path) -> list[Path]:
-    files = [folder / shard for shard in _index_shards(index)]
-    absent = [f.name for f in files if not f.is_file()]
-    if not files or absent:
-        raise InputError(f"{index.name} lists shards that are missing: {_few(absent)}",
-                         input=INPUT, fix=f"download all shards into {folder}")
-    return files
+    return sharded_files(path, input=INPUT)
 
 
 def _diffusers_config(folder: Path) -> dict:
-    for name in _CONFIG_FILES:
-        candidate = folder / name
-        if candidate.is_file():
-            try:
-                config = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return {}
-            if isinstance(config, dict) and "num_attention_heads" in config:
-                return config
-    return {}
+    config = json_object(folder / "config.json")
+    return config if config is not None and "num_attention_heads" in config else {}
 
 
 def _renamer(prefix: str, *, diffusers: bool):
@@ -237,7 +210,7 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], file_name: str,
     hints = hints or {}
     absent = [k for k in _REQUIRED if k not in shapes]
     if absent:
-        raise InputError(f"{file_name} looks like a Wan diffusion model but lacks {_few(absent)} "
+        raise InputError(f"{file_name} looks like a Wan diffusion model but lacks {few(absent)} "
                          f"(it has {len(shapes)} tensors: {_key_summary(shapes)})", input=INPUT,
                          fix="use a complete Wan 2.1 / 2.2 diffusion model file (all shards)")
     dim, in_dim, *patch = shapes["patch_embedding.weight"]
@@ -275,20 +248,20 @@ def _variant(config: WanDiTConfig) -> str:
 
 
 def _describe(config: WanDiTConfig) -> str:
-    return (f"{config.model_type}, width {config.dim}, {config.num_layers} layers, "
-            f"{config.in_dim} input channels")
+    return (f"the {config.model_type} Wan DiT its shapes describe, of width {config.dim} with "
+            f"{config.num_layers} layers and {config.in_dim} input channels")
 
 
 def _compute_dtype(weight_dtype: str, dtypes: dict[str, torch.dtype], weight_keys: list[str],
                    device: torch.device) -> torch.dtype:
-    if weight_dtype in _DTYPES:
-        return _DTYPES[weight_dtype]
+    if weight_dtype in TORCH_DTYPES:
+        return TORCH_DTYPES[weight_dtype]
     if weight_dtype == "default":
         stored = [dtypes[k] for k in weight_keys if k.endswith("ffn.0.weight")
                   or k.endswith("ffn.net.0.proj.weight")]
         if stored and stored[0] in (torch.float32, torch.float16, torch.bfloat16):
             return stored[0]
-    return torch.bfloat16 if devices.supports_dtype(device, torch.bfloat16) else torch.float32
+    return bf16_if_supported(device)
 
 
 def _read_state(files: list[Path], rename, config: WanDiTConfig, dtype: torch.dtype,
@@ -304,22 +277,24 @@ def _read_state(files: list[Path], rename, config: WanDiTConfig, dtype: torch.dt
 
     raw: dict[str, torch.Tensor] = {}
     for file in files:
-        for key, stored_dtype, read in _iter_tensors(file):
+        for key, stored_dtype, read in iter_tensors(file, input=INPUT):
             key = rename(key)
             if not key:
                 continue
-            plain_float = (stored_dtype.is_floating_point
-                           and stored_dtype not in quantization.FP8_DTYPES
-                           and not quantization.is_quantization_entry(key))
+            plain_float = is_plain_float(key, stored_dtype)
             # Tensors that are converted anyway are read into a reused staging buffer, so
             # the file's copy never sits beside the converted one (peak stays ~1x).
             if plain_float and keep_fp8(key):
+                stored = read(staging=True)
+                check_finite_weights(stored, key, file, input=INPUT)
                 raw[key], raw[key[: -len(".weight")] + ".scale_weight"] = (
-                    quantization.quantize_fp8(read(staging=True), config.fp8_dtype))
-            elif plain_float and stored_dtype != dtype:
+                    quantization.quantize_fp8(stored, config.fp8_dtype))
+                continue
+            if plain_float and stored_dtype != dtype:
                 raw[key] = read(staging=True).to(dtype)
             else:
                 raw[key] = read()
+            check_finite_weights(raw[key], key, file, input=INPUT)
     state, _ = quantization.dequantize_state_dict(raw, metadata, dtype, keep_fp8=keep_fp8)
     raw.clear()
     # An fp8 file of the other fp8 kind, kept as fp8_e4m3fn: re-quantize those weights.
@@ -330,47 +305,6 @@ def _read_state(files: list[Path], rename, config: WanDiTConfig, dtype: torch.dt
     return state
 
 
-def _iter_tensors(file: Path):
-    """(name, stored dtype, read) for each tensor of a file, in file order.
-
-    ``read()`` returns the tensor in memory of its own (plain reads, no mmap kept alive);
-    ``read(staging=True)`` returns a view of one buffer reused for every tensor of the file,
-    valid until the next read: for tensors that are cast or quantized right away.
-    """
-    if file.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        for name, tensor in load_torch_file(file, input=INPUT).items():
-            yield name, tensor.dtype, lambda staging=False, tensor=tensor: tensor
-        return
-    from .checkpoint_file import SAFETENSORS_DTYPES
-
-    staging_buffer = torch.empty(0, dtype=torch.uint8)
-    with open(file, "rb") as handle:
-        (header_len,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(header_len))
-        header.pop("__metadata__", None)
-        base = 8 + header_len
-        for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-            start, end = entry["data_offsets"]
-            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
-
-            def read(staging: bool = False, start=start, end=end, dtype=dtype, entry=entry,
-                     name=name) -> torch.Tensor:
-                nonlocal staging_buffer
-                if staging:
-                    if staging_buffer.numel() < end - start:
-                        staging_buffer = torch.empty(end - start, dtype=torch.uint8)
-                    buffer = staging_buffer[: end - start]
-                else:
-                    buffer = torch.empty(end - start, dtype=torch.uint8)
-                handle.seek(base + start)
-                if handle.readinto(memoryview(buffer.numpy())) != end - start:
-                    raise InputError(f"{file.name} ended early while reading {name}",
-                                     input=INPUT, fix="download the file again")
-                return buffer.view(dtype).reshape(entry["shape"])
-
-            yield name, dtype, read
-
-
 def _key_summary(keys) -> str:
     """Non-block tensor names in full, blocks counted: what a file holds, readably."""
     keys = sorted(keys)
@@ -378,11 +312,3 @@ def _key_summary(keys) -> str:
     others = [k for k in keys if not k.startswith("blocks.")]
     listed = ", ".join(others[:20]) + (f" and {len(others) - 20} more" if len(others) > 20 else "")
     return f"{listed}; blocks.0-{len(blocks) - 1}" if blocks else listed
-
-
-def _few(items, limit: int = 5) -> str:
-    items = sorted(items)
-    if not items:
-        return "none"
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more

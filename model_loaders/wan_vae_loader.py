@@ -5,13 +5,14 @@ Wan's ``Wan2.1_VAE.pth``) and the diffusers layout (``AutoencoderKLWan``,
 ``vae/diffusion_pytorch_model.safetensors``); 2.1 vs 2.2 is read from the key names and shapes.
 
 Latents are *raw* (the encoder's mean, no sampling, no mean/std normalisation), exactly what
-ComfyUI's own Wan VAE produces; the sampler normalises with :mod:`samplers.latent_formats`.
+ComfyUI's own Wan VAE produces; the sampler normalises with :mod:`core.latent_formats`.
 
 Both directions run causally in temporal chunks (encode: the first frame, then groups of 4;
 decode: one latent frame at a time) with each causal convolution's last frames carried between
 chunks, so memory does not grow with the clip length. Large frames can also be split into
 overlapping spatial tiles that are blended linearly across the overlap; each tile keeps its own
-causal cache, and progress/Cancel are checked after every chunk of every tile.
+causal cache, and the progress bar of the ``hooks`` passed in (whose update is also where
+Cancel is noticed) advances after every chunk of every tile.
 """
 from __future__ import annotations
 
@@ -20,19 +21,19 @@ from pathlib import Path
 
 import torch
 
+from ..core.hooks import NO_HOOKS, Hooks
+from ..core.latent_formats import WAN21, WAN22, LatentFormat
+from ..core.placement import Placement, PlacementFactory
 from ..errors import InputError
 from ..networks.wan_vae import CausalCache, WanVAE
-from ..runtime import devices
-from ..runtime.memory import ManagedModel
-from ..runtime.progress import Progress
-from ..samplers.latent_formats import WAN21, WAN22, LatentFormat
-from .checkpoint_file import SAFETENSORS_SUFFIXES, load_torch_file, read_header
+from .checkpoint_file import read_header
 from .detect import KIND_WAN_VAE, require_kind, strip_prefix
+from .loader_core import (bf16_if_supported, chosen_dtype, device_or_cpu, network_from_state,
+                          read_tensors)
 from .wan_vae_keys import config_from_state, diffusers_to_original, is_diffusers_layout
 
 INPUT = "vae_name"
 DTYPE_CHOICES = ("default", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def snap_size(pixels: int, multiple: int) -> int:
 
 @dataclass
 class LoadedVAE:
-    managed: ManagedModel
+    """VIDEODIT_VAE: the network (in its placement), its latent format and how it computes."""
+    managed: Placement
     latent_format: LatentFormat
     dtype: torch.dtype
     file_name: str
@@ -102,7 +104,7 @@ class LoadedVAE:
     # -- encode / decode -------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, images: torch.Tensor, *, tile: Tiling | None = None,
-               progress: bool = True) -> torch.Tensor:
+               hooks: Hooks = NO_HOOKS) -> torch.Tensor:
         """IMAGE [T,H,W,3] (or [B,T,H,W,3]) 0..1 -> raw latent [B,C,t,h,w] float32 on CPU."""
         if images.ndim == 4:
             images = images[None]
@@ -121,7 +123,7 @@ class LoadedVAE:
             out = torch.zeros(f.latent_shape(images.shape[0], frames, height, width))
             weights = _blend_weights(tiles, f.spatial_factor, out.shape[-2:])
             caches = [CausalCache() for _ in tiles]
-            with Progress(len(chunks) * len(tiles), "VAE encode", quiet=not progress) as bar:
+            with hooks.progress(len(chunks) * len(tiles), "VAE encode") as bar:
                 for latent_at, chunk in enumerate(chunks):
                     for (ys, xs), cache, weight in zip(tiles, caches, weights):
                         piece = pixels[:, :, chunk, ys, xs].to(device, self.dtype) * 2 - 1
@@ -132,7 +134,7 @@ class LoadedVAE:
 
     @torch.inference_mode()
     def decode(self, latent: torch.Tensor | dict, *, tile: Tiling | None = None,
-               progress: bool = True) -> torch.Tensor:
+               hooks: Hooks = NO_HOOKS) -> torch.Tensor:
         """Raw latent [B,C,t,h,w] (or a LATENT dict) -> IMAGE [B*T,H,W,3] float32 0..1 on CPU."""
         samples = self.check_latent(latent)
         f = self.latent_format
@@ -145,7 +147,7 @@ class LoadedVAE:
             device = next(net.parameters()).device
             weights = _blend_weights(tiles, 1, (height, width))
             caches = [CausalCache() for _ in tiles]
-            with Progress(steps * len(tiles), "VAE decode", quiet=not progress) as bar:
+            with hooks.progress(steps * len(tiles), "VAE decode") as bar:
                 for step in range(steps):
                     first = 0 if step == 0 else 1 + (step - 1) * f.temporal_factor
                     for (ys, xs), cache, weight in zip(tiles, caches, weights):
@@ -233,32 +235,24 @@ def _file_hint(fmt: LatentFormat) -> str:
     return "wan2.2_vae.safetensors" if fmt is WAN22 else "wan_2.1_vae.safetensors"
 
 
-def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype not in DTYPE_CHOICES:
-        raise InputError(f"unknown dtype {dtype!r}", input="dtype", fix=f"pick one of {DTYPE_CHOICES}")
-    if dtype != "default":
-        return _DTYPES[dtype]
-    if device.type == "cuda" and devices.supports_dtype(device, torch.bfloat16):
-        return torch.bfloat16
-    return torch.float32  # CPU and older GPUs: fp16 overflows in this VAE's deep layers
+def _default_dtype(device: torch.device) -> torch.dtype:
+    # CPUs and older GPUs get fp32: fp16 overflows in this VAE's deep layers.
+    return bf16_if_supported(device) if device.type == "cuda" else torch.float32
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        header = read_header(path, input=INPUT)
-        require_kind(header.keys(), KIND_WAN_VAE, file_name=path.name, input=INPUT)
-        from safetensors.torch import load_file
-        return load_file(str(path), device="cpu")
-    read_header(path, input=INPUT)
-    state = load_torch_file(path, input=INPUT)
-    require_kind(state.keys(), KIND_WAN_VAE, file_name=path.name, input=INPUT)
-    return state
+def load_wan_vae(path: str | Path, *, dtype: str = "default", device: torch.device | None = None,
+                 place: PlacementFactory = Placement) -> LoadedVAE:
+    """Read a Wan 2.1 or 2.2 VAE file (original or diffusers layout; fp32/fp16/bf16).
 
-
-def load_wan_vae(path: str | Path, dtype: str = "default") -> LoadedVAE:
-    """Read a Wan 2.1 or 2.2 VAE file (original or diffusers layout; fp32/fp16/bf16)."""
+    ``device`` is where it will compute (None: the CPU); ``place`` wraps the network to manage
+    where its weights live (the nodes pass the runtime's host-aware placement).
+    """
     path = Path(path)
-    state = _read_state(path)
+    device = device_or_cpu(device)
+    torch_dtype = chosen_dtype(dtype, DTYPE_CHOICES, _default_dtype(device))
+    require_kind(read_header(path, input=INPUT).keys(), KIND_WAN_VAE, file_name=path.name,
+                 input=INPUT)
+    state = read_tensors(path, input=INPUT, dtype=torch_dtype)
     prefix, _ = strip_prefix(state.keys())
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -270,22 +264,14 @@ def load_wan_vae(path: str | Path, dtype: str = "default") -> LoadedVAE:
         raise InputError(f"{path.name} looks like a Wan VAE but its layout is incomplete "
                          f"(missing {err})", input=INPUT,
                          fix="use wan_2.1_vae.safetensors or wan2.2_vae.safetensors") from None
-    load_device = devices.compute_device()
-    torch_dtype = _pick_dtype(dtype, load_device)
-    with torch.device("meta"):
-        network = WanVAE(config)
-    state = {k: v.to(torch_dtype) for k, v in state.items()}
-    missing, unexpected = network.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise InputError(f"{path.name} does not fit the Wan {config.version} VAE (missing: "
-                         f"{sorted(missing)[:4]}; unexpected: {sorted(unexpected)[:4]})", input=INPUT,
-                         fix="use wan_2.1_vae.safetensors or wan2.2_vae.safetensors")
-    network.eval().requires_grad_(False)
+    network = network_from_state(WanVAE, config, state, file_name=path.name,
+                                 fits=f"the Wan {config.version} VAE", input=INPUT,
+                                 fix="use wan_2.1_vae.safetensors or wan2.2_vae.safetensors")
     fmt = WAN22 if config.version == "2.2" else WAN21
     if config.z_dim != fmt.channels or config.spatial_factor != fmt.spatial_factor:
         # small test builds share the layout but not the real channel count
         fmt = LatentFormat(name=fmt.name, channels=config.z_dim, spatial_factor=config.spatial_factor,
                            temporal_factor=config.temporal_factor, mean=(0.0,) * config.z_dim,
                            std=(1.0,) * config.z_dim)
-    managed = ManagedModel(network, f"Wan {config.version} VAE {path.name}")
-    return LoadedVAE(managed, fmt, torch_dtype, path.name)
+    placement = place(network, f"Wan {config.version} VAE {path.name}", load_device=device)
+    return LoadedVAE(placement, fmt, torch_dtype, path.name)

@@ -29,10 +29,13 @@ class VideoDiTCLIPVisionLoader:
 
     def load(self, clip_name, dtype):
         from ..model_loaders.clip_vision_loader import load_clip_vision
+        from ..runtime.devices import compute_device
+        from ..runtime.memory import ManagedModel
         from ..runtime.model_folders import resolve
 
         path = resolve("clip_vision", clip_name, input="clip_name")
-        return (load_clip_vision(path, dtype=dtype, name=clip_name),)
+        return (load_clip_vision(path, dtype=dtype, name=clip_name, device=compute_device(),
+                                 place=ManagedModel),)
 
 
 @videodit_node("VideoDiTCLIPVisionEncode", "VideoDiT CLIP Vision Encode", "conditioning")

@@ -11,6 +11,44 @@ _LENGTH = {"default": 81, "min": 1, "max": 4097, "step": 4,
                       "other counts stop with an error naming the nearest valid ones."}
 
 
+def validate_video_shape(width=None, height=None, length=None, batch_size=None):
+    """``VALIDATE_INPUTS`` of the size widgets: a size or length no VAE takes, or frames that
+    could never fit in memory, is refused when the workflow is queued, before any model loads.
+    Naming these inputs turns ComfyUI's own range checks off for them, so ranges are checked
+    here too. Linked inputs arrive as None and are checked when the node runs."""
+    from ..core.latent_formats import FORMATS
+    from ..errors import InputError
+    from ..samplers.image_conditioning import check_fits_in_memory
+
+    multiple = min(fmt.spatial_factor * 2 for fmt in FORMATS.values())
+    temporal = min(fmt.temporal_factor for fmt in FORMATS.values())
+    found = []
+    for name, value, low, high in (("width", width, _SIZE["min"], _SIZE["max"]),
+                                   ("height", height, _SIZE["min"], _SIZE["max"]),
+                                   ("length", length, _LENGTH["min"], _LENGTH["max"]),
+                                   ("batch_size", batch_size, 1, 64)):
+        if value is None:
+            continue
+        if not low <= value <= high:
+            found.append(InputError(f"{value} is outside {low}..{high}", input=name,
+                                    fix=f"use a value from {low} to {high}"))
+        elif name in ("width", "height") and value % multiple:
+            lower = max(multiple, value // multiple * multiple)
+            found.append(InputError(f"must be a multiple of {multiple}, got {value}",
+                                    input=name, fix=f"use {lower} or {lower + multiple}"))
+        elif name == "length" and (value - 1) % temporal:
+            snapped = (value - 1) // temporal * temporal + 1
+            found.append(InputError(f"length must be 4k+1 frames, got {value}", input=name,
+                                    fix=f"use {snapped} or {snapped + temporal} (Wan's "
+                                    "default is 81)"))
+    if not found and None not in (width, height, length):
+        try:
+            check_fits_in_memory(width, height, length, batch_size or 1)
+        except InputError as err:
+            found.append(err)
+    return "\n".join(map(str, found)) or True
+
+
 @videodit_node("VideoDiTEmptyLatent", "VideoDiT Empty Latent", "conditioning")
 class VideoDiTEmptyLatent:
     DESCRIPTION = ("An empty video latent shaped for the given VAE (16 channels and 8x for Wan 2.1 "
@@ -35,11 +73,15 @@ class VideoDiTEmptyLatent:
                                    "tooltip": "Clips sampled together (each gets its own noise)."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, length, batch_size):
+        return validate_video_shape(width, height, length, batch_size)
+
     def make(self, vae, width, height, length, batch_size):
         from ..samplers.image_conditioning import check_video_size
-        from ..samplers.latent_formats import LATENT_FORMAT_KEY
+        from ..core.latent_formats import LATENT_FORMAT_KEY
 
-        check_video_size(vae, width, height, length)
+        check_video_size(vae, width, height, length, batch_size)
         fmt = vae.latent_format
         samples = torch.zeros(fmt.latent_shape(batch_size, length, height, width))
         return ({"samples": samples, LATENT_FORMAT_KEY: fmt.name},)
@@ -80,12 +122,18 @@ class VideoDiTImageToVideo:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, length):
+        return validate_video_shape(width, height, length)
+
     def prepare(self, conditioning, vae, start_image, width, height, length, end_image=None,
                 clip_vision_output=None):
+        from ..runtime.hooks import host_hooks
         from ..samplers.image_conditioning import image_to_video
 
         return image_to_video(vae, conditioning, start_image, width, height, length,
-                              end_image=end_image, clip_vision_output=clip_vision_output)
+                              end_image=end_image, clip_vision_output=clip_vision_output,
+                              hooks=host_hooks())
 
 
 NODE_CLASSES: list[type] = [VideoDiTEmptyLatent, VideoDiTImageToVideo]

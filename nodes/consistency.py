@@ -60,6 +60,7 @@ class VideoDiTFrameConsistency:
         from ..consistency.inputs import frames_to_image, image_to_frames, matching_reference
         from ..consistency.postpass import PostPassSettings, run_postpass
         from ..runtime.devices import compute_device
+        from ..runtime.hooks import host_hooks
 
         frames = image_to_frames(images, input="images")
         ref = matching_reference(reference, frames, input="reference")
@@ -69,7 +70,7 @@ class VideoDiTFrameConsistency:
             protect_fades=bool(protect_fades), temporal_sigma=float(temporal_sigma),
             always_run=bool(always_run), shimmer_full_band=bool(shimmer_full_band),
             device=str(compute_device()))
-        out, log = run_postpass(frames, ref, settings)
+        out, log = run_postpass(frames, ref, settings, hooks=host_hooks())
         return (frames_to_image(out.cpu()).to(images.dtype), log.summary())
 
 

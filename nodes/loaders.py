@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from ._base import videodit_node
 
+INPUT = "model_name"
+
 
 @videodit_node("VideoDiTModelLoader", "VideoDiT Model Loader", "loaders")
 class VideoDiTModelLoader:
@@ -18,7 +20,7 @@ class VideoDiTModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..model_loaders.wan_dit_loader import WEIGHT_DTYPE_CHOICES, WEIGHT_DTYPE_TOOLTIP
+        from ..families import registry
         from ..runtime.model_folders import list_files
 
         return {"required": {
@@ -26,16 +28,19 @@ class VideoDiTModelLoader:
                 "tooltip": "Wan diffusion model from models/diffusion_models, e.g. "
                            "wan2.1_t2v_1.3B_fp16.safetensors. For a sharded or diffusers folder "
                            "pick any one of its shards."}),
-            "weight_dtype": (list(WEIGHT_DTYPE_CHOICES), {
-                "default": "default", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
+            "weight_dtype": (registry.weight_dtype_choices(), {
+                "default": "default", "tooltip": registry.weight_dtype_tooltip()}),
         }}
 
     def load(self, model_name, weight_dtype):
-        from ..model_loaders.wan_dit_loader import load_wan_dit
+        from ..families.registry import load_model
+        from ..runtime import devices
+        from ..runtime.memory import ManagedModel
         from ..runtime.model_folders import resolve
 
-        path = resolve("diffusion_models", model_name, input="model_name")
-        return (load_wan_dit(path, weight_dtype, name=model_name),)
+        path = resolve("diffusion_models", model_name, input=INPUT)
+        return (load_model(path, weight_dtype, name=model_name, input=INPUT,
+                           device=devices.compute_device(), place=ManagedModel),)
 
 
 NODE_CLASSES: list[type] = [VideoDiTModelLoader]

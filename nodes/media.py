@@ -7,6 +7,8 @@ from ..errors import InputError
 from ..media import decode, encode
 from ..media.metadata import workflow_tags
 from ..runtime import io_folders
+from ..runtime.hooks import host_hooks
+from ..runtime.saved_metadata import embed_workflow
 from ._base import videodit_node
 
 _LOADABLE = decode.VIDEO_EXTENSIONS + decode.IMAGE_EXTENSIONS
@@ -31,7 +33,9 @@ class VideoDiTLoadVideo:
             "video": (io_folders.list_input_files(_LOADABLE), {
                 "video_upload": True,
                 "tooltip": "A video or image in ComfyUI's input folder (standalone: "
-                           "VIDEODIT_INPUT_DIR, default ./input). Upload adds files there."}),
+                           "VIDEODIT_INPUT_DIR, default ./input). Upload adds files there. "
+                           "Transparent pixels of a still (PNG/WebP/GIF alpha) are composited "
+                           "over white; 16-bit grayscale is read at its full range."}),
             "skip_first_frames": ("INT", {
                 "default": 0, "min": 0, "max": 1_000_000,
                 "tooltip": "Source frames dropped from the start, before anything else."}),
@@ -70,7 +74,8 @@ class VideoDiTLoadVideo:
             decode.FrameRange(int(skip_first_frames), int(frame_limit), int(every_nth),
                               float(force_fps)),
             decode.SizeRule(int(size_multiple), size_mode),
-            budget_bytes=decode.decode_budget_bytes(float(max_memory_gb)), input="video")
+            budget_bytes=decode.decode_budget_bytes(float(max_memory_gb)), input="video",
+            hooks=host_hooks())
         return (clip.images, clip.fps, int(clip.images.shape[0]))
 
     @classmethod
@@ -132,11 +137,34 @@ class VideoDiTSaveVideo:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, fps, filename_prefix):
+        # Checked when queued, so a bad name or folder does not surface after the whole render.
+        # Naming fps turns ComfyUI's own range check off for it: the range is checked here.
+        found = []
+        if fps is not None and not 0.01 <= float(fps) <= 240.0:  # NaN fails this too
+            found.append(InputError(f"{fps} is not a frame rate from 0.01 to 240", input="fps",
+                                    fix="use e.g. 16 (Wan)"))
+        if filename_prefix is not None:
+            try:
+                io_folders.check_output_prefix(str(filename_prefix))
+            except InputError as err:
+                found.append(err)
+        return "\n".join(map(str, found)) or True
+
     def save(self, images, fps, format, crf, filename_prefix, prompt=None, extra_pnginfo=None):
-        saved = encode.save_clip(images, float(fps), format, int(crf), filename_prefix,
-                                 workflow_tags(prompt, extra_pnginfo))
-        entries = [{"filename": name, "subfolder": saved.subfolder, "type": "output"}
-                   for name in saved.files]
+        # Checked before naming: the name may hold %width%, and a bad input makes no folder.
+        images = encode.check_save(images, float(fps), format, int(crf))
+        name = io_folders.reserve_output_name(filename_prefix, encode.EXTENSIONS[format],
+                                              width=images.shape[2], height=images.shape[1])
+        tags = workflow_tags(prompt, extra_pnginfo) if embed_workflow() else {}
+        saved = encode.save_clip(images, float(fps), format, int(crf), name.folder,
+                                 name.filenames(), tags, hooks=host_hooks())
+        subfolder = name.subfolder  # of the shown files, as ComfyUI's /view looks them up
+        if format == "png-sequence":
+            subfolder = "/".join(part for part in (subfolder, saved.path.name) if part)
+        entries = [{"filename": filename, "subfolder": subfolder, "type": "output"}
+                   for filename in saved.files]
         animated = format != "png-sequence"
         return {"ui": {"images": entries, "animated": (animated,)}, "result": (str(saved.path),)}
 

@@ -41,9 +41,10 @@ class VideoDiTConsistencyReport:
 
     def report(self, images, fps=16.0, source=None):
         from ..consistency.inputs import image_to_frames, matching_reference
-        from ..consistency.report import consistency_report, to_json, to_markdown
+        from ..consistency.report import consistency_report, summary_line, to_json, to_markdown
         from ..errors import InputError
         from ..runtime.devices import compute_device
+        from ..runtime.hooks import host_hooks
 
         frames = image_to_frames(images, input="images", min_frames=2)
         if not fps or fps <= 0:
@@ -51,8 +52,12 @@ class VideoDiTConsistencyReport:
                              fix="enter the clip's frame rate, e.g. 16 for Wan")
         src = matching_reference(source, frames, input="source")
         report, _, image = consistency_report(frames, fps=float(fps), source=src,
-                                              device=str(compute_device()))
-        return (float(report["score"]), to_markdown(report), to_json(report), image)
+                                              device=str(compute_device()),
+                                              hooks=host_hooks())
+        # An output node, so it runs and shows its verdict even with no output connected:
+        # ComfyUI draws the "text" on the node, the headless runner prints it.
+        return {"ui": {"text": [summary_line(report)]},
+                "result": (float(report["score"]), to_markdown(report), to_json(report), image)}
 
 
 NODE_CLASSES: list[type] = [VideoDiTConsistencyReport]

@@ -1,7 +1,7 @@
 """Nodes of the sampling stage: the sampler (text/image-to-video, SDEdit) and FlowEdit."""
 from __future__ import annotations
 
-from ._base import videodit_node
+from ._base import validate_numbers, videodit_node
 
 _SEED = {"default": 0, "min": 0, "max": 0xFFFF_FFFF_FFFF_FFFF, "control_after_generate": True,
          "tooltip": "Noise seed. The noise is drawn on the CPU, so a seed gives the same clip on "
@@ -71,15 +71,21 @@ class VideoDiTSampler:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg, shift, denoise, boundary=None, cfg_low_noise=None):
+        return validate_numbers(cls, cfg=cfg, shift=shift, denoise=denoise, boundary=boundary,
+                                cfg_low_noise=cfg_low_noise)
+
     def sample(self, model, conditioning, latent, seed, steps, cfg, shift, sampler, denoise,
                model_low_noise=None, boundary=0.0, cfg_low_noise=0.0):
+        from ..runtime.hooks import host_hooks
         from ..samplers.denoise import SamplingSettings, sample_video
 
         settings = SamplingSettings(seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
                                     denoise=denoise, boundary=boundary or None,
                                     cfg_low_noise=cfg_low_noise or None)
         return (sample_video(model, conditioning, latent, settings,
-                             model_low_noise=model_low_noise),)
+                             model_low_noise=model_low_noise, hooks=host_hooks()),)
 
 
 @videodit_node("VideoDiTFlowEditSampler", "VideoDiT FlowEdit Sampler", "sampling")
@@ -120,14 +126,19 @@ class VideoDiTFlowEditSampler:
                                          "proportionally slower."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, source_cfg, target_cfg, shift):
+        return validate_numbers(cls, source_cfg=source_cfg, target_cfg=target_cfg, shift=shift)
+
     def edit(self, model, source_conditioning, target_conditioning, source_latent, seed, steps,
              source_cfg, target_cfg, shift, skip_steps, refine_steps, n_avg):
+        from ..runtime.hooks import host_hooks
         from ..samplers.denoise import flowedit_video
 
         return (flowedit_video(model, source_conditioning, target_conditioning, source_latent,
                                seed=seed, steps=steps, source_cfg=source_cfg,
                                target_cfg=target_cfg, shift=shift, skip_steps=skip_steps,
-                               refine_steps=refine_steps, n_avg=n_avg),)
+                               refine_steps=refine_steps, n_avg=n_avg, hooks=host_hooks()),)
 
 
 NODE_CLASSES: list[type] = [VideoDiTSampler, VideoDiTFlowEditSampler]

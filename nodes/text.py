@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from ._base import videodit_node
 
+# The text encoder these nodes load and run (the families say how its output is padded).
+TEXT_ENCODER_KIND = "umt5"
+
 # Wan's default negative prompt (wan/configs/shared_config.py, sample_neg_prompt).
 WAN_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
@@ -23,7 +26,7 @@ class VideoDiTTextEncoderLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..model_loaders.umt5_loader import DTYPE_CHOICES
+        from ..model_loaders.umt5_loader import DEVICE_CHOICES, DTYPE_CHOICES
         from ..runtime.model_folders import list_files
 
         return {"required": {
@@ -34,7 +37,7 @@ class VideoDiTTextEncoderLoader:
                 "default": "default",
                 "tooltip": "Weight precision. default: bf16 (as Wan runs it) where supported, else "
                            "fp32. fp8 files are dequantized to this precision on load."}),
-            "device": (["default", "cpu"], {
+            "device": (list(DEVICE_CHOICES), {
                 "default": "default",
                 "tooltip": "default: encode on the GPU and move the weights back to RAM right "
                            "after. cpu: keep and run umT5 on the CPU (slow, saves VRAM; repeated "
@@ -43,10 +46,13 @@ class VideoDiTTextEncoderLoader:
 
     def load(self, text_encoder_name, dtype, device):
         from ..model_loaders.umt5_loader import load_text_encoder
+        from ..runtime.devices import compute_device
+        from ..runtime.memory import ManagedModel
         from ..runtime.model_folders import resolve
 
         path = resolve("text_encoders", text_encoder_name, input="text_encoder_name")
-        return (load_text_encoder(path, dtype=dtype, device=device, name=text_encoder_name),)
+        return (load_text_encoder(path, dtype=dtype, device=device, name=text_encoder_name,
+                                  compute_device=compute_device(), place=ManagedModel),)
 
 
 @videodit_node("VideoDiTTextEncode", "VideoDiT Text Encode", "conditioning")
@@ -82,15 +88,18 @@ class VideoDiTTextEncode:
 
     def encode(self, text_encoder, positive, negative, disk_cache=False):
         from ..errors import InputError
+        from ..families.registry import text_spec_for_encoder
         from ..model_loaders.umt5_loader import TextEncoder
-        from ..runtime.prompt_cache import default_disk_dir
+        from ..runtime.prompt_cache import PROMPT_CACHE, default_disk_dir
         from ..samplers.text_conditioning import encode_conditioning
 
         if not isinstance(text_encoder, TextEncoder):
             raise InputError(f"expected a VideoDiT text encoder, got {type(text_encoder).__name__}",
                              input="text_encoder", fix="connect VideoDiT Text Encoder Loader")
         disk_dir = default_disk_dir() if disk_cache else None
-        return (encode_conditioning(text_encoder, positive, negative, disk_dir=disk_dir),)
+        spec = text_spec_for_encoder(TEXT_ENCODER_KIND)
+        return (encode_conditioning(text_encoder, positive, negative, text_len=spec.length,
+                                    cache=PROMPT_CACHE, disk_dir=disk_dir),)
 
 
 @videodit_node("VideoDiTNativeConditioning", "VideoDiT Native Conditioning", "conditioning")
@@ -113,9 +122,11 @@ class VideoDiTNativeConditioning:
         }
 
     def convert(self, positive, negative=None):
+        from ..families.registry import text_spec_for_encoder
         from ..samplers.text_conditioning import from_native_conditioning
 
-        return (from_native_conditioning(positive, negative),)
+        spec = text_spec_for_encoder(TEXT_ENCODER_KIND)
+        return (from_native_conditioning(positive, negative, text_len=spec.length),)
 
 
 NODE_CLASSES: list[type] = [VideoDiTTextEncoderLoader, VideoDiTTextEncode,

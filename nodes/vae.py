@@ -64,9 +64,12 @@ class VideoDiTVAELoader:
 
     def load(self, vae_name, dtype):
         from ..model_loaders.wan_vae_loader import INPUT, load_wan_vae
+        from ..runtime.devices import compute_device
+        from ..runtime.memory import ManagedModel
         from ..runtime.model_folders import resolve
 
-        return (load_wan_vae(resolve("vae", vae_name, input=INPUT), dtype=dtype),)
+        return (load_wan_vae(resolve("vae", vae_name, input=INPUT), dtype=dtype,
+                             device=compute_device(), place=ManagedModel),)
 
 
 @videodit_node("VideoDiTVAEEncode", "VideoDiT VAE Encode", "vae")
@@ -94,10 +97,12 @@ class VideoDiTVAEEncode:
         }}
 
     def encode(self, vae, images, tiled=False, tile_size=512, tile_overlap=128):
-        from ..samplers.latent_formats import LATENT_FORMAT_KEY
+        from ..core.latent_formats import LATENT_FORMAT_KEY
+        from ..runtime.hooks import host_hooks
 
         vae = _require_vae(vae)
-        samples = vae.encode(images, tile=_tiling(tiled, tile_size, tile_overlap))
+        samples = vae.encode(images, tile=_tiling(tiled, tile_size, tile_overlap),
+                             hooks=host_hooks())
         return ({"samples": samples, LATENT_FORMAT_KEY: vae.latent_format.name},)
 
 
@@ -124,12 +129,14 @@ class VideoDiTVAEDecode:
 
     def decode(self, vae, latent, tiled=False, tile_size=512, tile_overlap=128):
         from ..errors import InputError
+        from ..runtime.hooks import host_hooks
 
         vae = _require_vae(vae)
         if not isinstance(latent, dict) or "samples" not in latent:
             raise InputError("expected a LATENT (a dict with 'samples')", input="latent",
                              fix="connect a LATENT output")
-        return (vae.decode(latent, tile=_tiling(tiled, tile_size, tile_overlap)),)
+        return (vae.decode(latent, tile=_tiling(tiled, tile_size, tile_overlap),
+                           hooks=host_hooks()),)
 
 
 NODE_CLASSES: list[type] = [VideoDiTVAELoader, VideoDiTVAEEncode, VideoDiTVAEDecode]

@@ -55,16 +55,3 @@ def soft_empty_cache() -> None:
         mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def supports_dtype(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether matmuls in ``dtype`` are supported (and not emulated painfully) on ``device``."""
-    if dtype == torch.float32:
-        return True
-    if device.type == "cuda":
-        if dtype == torch.bfloat16:
-            return torch.cuda.is_bf16_supported()
-        return True
-    if device.type == "mps":
-        return dtype in (torch.float16, torch.bfloat16)
-    return dtype in (torch.bfloat16, torch.float16)

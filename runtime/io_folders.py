@@ -7,16 +7,18 @@ Standalone they are ``VIDEODIT_INPUT_DIR`` / ``VIDEODIT_OUTPUT_DIR`` / ``VIDEODI
 Names given by users are relative paths inside a folder, optionally annotated the way ComfyUI
 annotates them (``clip.mp4 [output]``); :func:`resolve_input` refuses anything that would leave
 the folder. :func:`reserve_output_name` numbers saved files like ComfyUI's savers
-(``<prefix>_00001_.mp4``, counting on past existing files); :func:`publish` moves a finished
-file into place and :func:`claim_folder` creates a new folder, neither ever replacing anything.
+(``<prefix>_00001_.mp4``, counting on past existing files); the savers in ``media/`` take its
+names in turn, skipping any taken meanwhile, and never replace anything.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import InputError
 from .host import comfy_module
@@ -131,14 +133,18 @@ class OutputName:
 
     @property
     def filename(self) -> str:
-        return f"{self.stem}_{self.counter:05}_{self.suffix}"
+        return self._numbered(self.counter)
 
     @property
     def path(self) -> Path:
         return self.folder / self.filename
 
-    def next(self) -> "OutputName":
-        return OutputName(self.folder, self.subfolder, self.stem, self.counter + 1, self.suffix)
+    def filenames(self) -> Iterator[str]:
+        """This name, then the higher numbers: what a saver tries in turn if one got taken."""
+        return map(self._numbered, itertools.count(self.counter))
+
+    def _numbered(self, counter: int) -> str:
+        return f"{self.stem}_{counter:05}_{self.suffix}"
 
 
 def reserve_output_name(prefix: str, suffix: str, *, width: int = 0, height: int = 0,
@@ -151,11 +157,7 @@ def reserve_output_name(prefix: str, suffix: str, *, width: int = 0, height: int
     """
     root = _folder(kind)
     prefix = _expand_variables(prefix or "VideoDiT", width, height)
-    posix = prefix.replace("\\", "/").strip()
-    parts = [p for p in posix.split("/") if p not in ("", ".")]
-    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":") or ".." in parts or not parts:
-        raise InputError(f"filename prefix {prefix!r} would save outside the {kind} folder",
-                         input=input, fix="use a plain name, optionally with sub/folders, no '..'")
+    parts = _prefix_parts(prefix, kind, input)
     stem = parts[-1]
     subfolder = "/".join(parts[:-1])
     folder = root.joinpath(*parts[:-1])
@@ -167,6 +169,41 @@ def reserve_output_name(prefix: str, suffix: str, *, width: int = 0, height: int
     return OutputName(folder, subfolder, stem, counter, suffix)
 
 
+def _prefix_parts(prefix: str, kind: str, input: str) -> list[str]:
+    posix = prefix.replace("\\", "/").strip()
+    parts = [p for p in posix.split("/") if p not in ("", ".")]
+    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":") or ".." in parts or not parts:
+        raise InputError(f"filename prefix {prefix!r} would save outside the {kind} folder",
+                         input=input, fix="use a plain name, optionally with sub/folders, no '..'")
+    return parts
+
+
+def check_output_prefix(prefix: str, *, kind: str = "output",
+                        input: str = "filename_prefix") -> None:
+    """What :func:`reserve_output_name` would refuse, checked without creating anything (for
+    validation before a render): a prefix leading outside the folder, a sub-folder that is a
+    link elsewhere or a file, or a folder that cannot be written."""
+    root = _folder(kind)
+    parts = _prefix_parts(_expand_variables(prefix or "VideoDiT", 0, 0), kind, input)
+    folder = root.joinpath(*parts[:-1])
+    existing = folder  # the deepest part that exists already, at most the root
+    while not existing.exists() and existing != root:
+        existing = existing.parent
+    if existing.exists() and not existing.resolve().is_relative_to(root):
+        raise InputError(f"filename prefix {prefix!r} leads outside the {kind} folder",
+                         input=input, fix="use a sub-folder that is not a link elsewhere")
+    while not existing.exists() and existing != existing.parent:  # the root is made first
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"{existing} is a file, so the {kind} folder {folder} cannot be made",
+                         input=input, fix="use another sub-folder name in filename_prefix")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"the {kind} folder {existing} is not writable", input=input,
+                         fix=f"make it writable or point the {kind} folder elsewhere "
+                         "(ComfyUI: --output-directory; standalone: --output-dir or "
+                         "VIDEODIT_OUTPUT_DIR)")
+
+
 def _counter_of(filename: str, stem: str) -> int:
     """``7`` for ``<stem>_00007_...`` (any extension, file or folder), else 0."""
     head = stem + "_"
@@ -176,40 +213,6 @@ def _counter_of(filename: str, stem: str) -> int:
     if len(digits) < 2 or not digits[0].isdigit():
         return 0
     return int(digits[0])
-
-
-def publish(temporary: Path, name: OutputName) -> OutputName:
-    """Move a finished file to ``name``, or to the next free number if ``name`` got taken.
-
-    A hard link fails when the target exists, so a file written meanwhile by another process is
-    never replaced; where links are unsupported we fall back to a checked rename.
-    """
-    while True:
-        target = name.path
-        try:
-            os.link(temporary, target)
-        except FileExistsError:
-            name = name.next()
-            continue
-        except OSError:  # no hard links on this file system
-            if target.exists():
-                name = name.next()
-                continue
-            os.rename(temporary, target)
-            return name
-        os.unlink(temporary)
-        return name
-
-
-def claim_folder(name: OutputName) -> OutputName:
-    """Create the folder ``name`` (or the next free number) for a PNG sequence; it is ours."""
-    while True:
-        try:
-            name.path.mkdir()  # atomic: fails if anything already has this name
-        except FileExistsError:
-            name = name.next()
-            continue
-        return name
 
 
 def _expand_variables(prefix: str, width: int, height: int) -> str:

@@ -1,9 +1,11 @@
 """Where a model's weights live between uses, and making room before they move.
 
-Every loaded network (DiT, VAE, text encoder, CLIP vision) is wrapped in a :class:`ManagedModel`.
-``with managed.use() as module:`` puts the weights on the compute device (asking for room first)
-and hands back the module. Standalone the weights stay there afterwards unless
-``offload_after=True`` (the text encoder uses that so it is off the GPU while the DiT samples).
+The nodes hand :class:`ManagedModel` to the loaders as the placement of every network they
+build (DiT, VAE, text encoder, CLIP vision); it is the host-aware subclass of
+:class:`..core.placement.Placement`. ``with managed.use() as module:`` puts the weights on the
+compute device (asking for room first) and hands back the module. Standalone the weights stay
+there afterwards unless ``offload_after=True`` (the text encoder uses that so it is off the GPU
+while the DiT samples).
 
 Inside ComfyUI the same calls go through ComfyUI's memory manager, so our models and ComfyUI's
 own share VRAM: the module is registered with ``comfy.model_management`` as a
@@ -22,13 +24,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from ..core.placement import Placement
 from . import devices
 from .host import comfy_module
-
-
-def module_bytes(module: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in
-               list(module.parameters()) + list(module.buffers()))
 
 
 class ComfyUIHandle(nn.Module):
@@ -63,23 +61,15 @@ def _handle_for(module: nn.Module, name: str, device: torch.device) -> ComfyUIHa
 _in_use: list["ManagedModel"] = []
 
 
-class ManagedModel:
+class ManagedModel(Placement):
     def __init__(self, module: nn.Module, name: str, *, load_device: torch.device | None = None,
                  offload_device: torch.device | None = None):
-        self.module = module
-        self.name = name
-        self.load_device = load_device if load_device is not None else devices.compute_device()
-        self.offload_device = offload_device if offload_device is not None else devices.offload_device()
+        super().__init__(module, name,
+                         load_device=load_device if load_device is not None
+                         else devices.compute_device(),
+                         offload_device=offload_device if offload_device is not None
+                         else devices.offload_device())
         self._patcher = None  # ComfyUI's ModelPatcher for this module, made on first load
-
-    @property
-    def size_bytes(self) -> int:
-        return module_bytes(self.module)
-
-    def current_device(self) -> torch.device:
-        for tensor in self.module.parameters():
-            return tensor.device
-        return self.offload_device
 
     @contextmanager
     def use(self, *, offload_after: bool = False) -> Iterator[nn.Module]:

@@ -2,9 +2,13 @@
 
 This is where the pieces meet: the seed's noise (drawn on the CPU generator so a seed gives
 the same clip on CPU, CUDA and MPS), latent normalisation (LATENTs are raw VAE latents; the
-DiT works in normalised space), classifier-free guidance, image conditioning (Wan 2.1 I2V
-channels + CLIP tokens; Wan 2.2 TI2V clean first frames with per-token timesteps), the Wan 2.2
-A14B high/low-noise expert switch, progress, previews and Cancel.
+DiT works in normalised space), classifier-free guidance, image conditioning (extra input
+channels + CLIP tokens, or clean first frames, whichever the model takes), the high/low-noise
+expert switch (Wan 2.2 A14B), progress, previews and Cancel.
+
+The model is a VIDEODIT_MODEL (``families/model.py``); the loop asks it for its latent format,
+text spec and image inputs and calls only its ``run()`` velocity, so it never names a family.
+Progress, previews and Cancel come in as :class:`..core.hooks.Hooks`.
 """
 from __future__ import annotations
 
@@ -14,17 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.conditioning import FIRST_FRAMES_KEY, ModelInputs, VideoDiTConditioning
+from ..core.hooks import NO_HOOKS, Hooks
+from ..core.latent_formats import LATENT_FORMAT_KEY, LatentFormat
+from ..core.latent_preview import preview_image
 from ..errors import InputError
-from ..runtime import previews
-from ..runtime.progress import Progress
-from .conditioning import VideoDiTConditioning
-from .latent_formats import LATENT_FORMAT_KEY, LatentFormat, get_format
 from .schedules import flow_sigmas
 from .solvers import SOLVERS
 
 DEFAULT_BOUNDARY_T2V = 0.875
 DEFAULT_BOUNDARY_I2V = 0.9
-FIRST_FRAMES_KEY = "first_frames"   # VideoDiTConditioning.extras: normalised given latent frames
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ def seeded_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32)
 
 
-def check_latent_for_model(latent: dict, fmt: LatentFormat, model_name: str) -> torch.Tensor:
+def check_latent_for_model(latent: dict, model) -> torch.Tensor:
+    fmt, model_name = model.latent_format, model.file_name
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(samples, torch.Tensor) or samples.ndim != 5:
         raise InputError("expected a video LATENT [B, C, T, h, w]", input="latent",
@@ -58,9 +62,26 @@ def check_latent_for_model(latent: dict, fmt: LatentFormat, model_name: str) -> 
         what = made_by or f"{samples.shape[1]}-channel"
         raise InputError(f"this latent is {what}, but {model_name} works on {fmt.name} latents "
                          f"({fmt.channels} channels)", input="latent",
-                         fix="make the latent with the VAE that belongs to this model "
-                         "(Wan 2.1 models and Wan 2.2 A14B: wan_2.1_vae; Wan 2.2 5B: wan2.2_vae)")
+                         fix=model.family.vae_hint)
     return samples
+
+
+def check_finite(x: torch.Tensor, step: int | None, steps: int) -> None:
+    """Stop at the first NaN/infinite latent instead of sampling on and decoding a black clip.
+
+    ``step`` is the 0-based step just taken (None: the input latent). One reduction per step.
+    """
+    if bool(torch.isfinite(x.sum(dtype=torch.float32))) or bool(torch.isfinite(x).all()):
+        return
+    if step is None:
+        raise InputError("the input latent contains NaN or infinite values", input="latent",
+                         fix="check the node that made it (VAE Encode of a broken image, or an "
+                         "earlier sampler that failed)")
+    raise InputError(f"the latent became NaN or infinite at step {step + 1} of {steps}; "
+                     "sampling was stopped", input="model",
+                     fix="check the settings (cfg, shift) for extreme values and load the model "
+                     "with a wider weight dtype (bf16 or fp32 instead of fp16/fp8); a checkpoint "
+                     "that was saved broken gives this at every seed")
 
 
 class GuidedModel:
@@ -74,33 +95,33 @@ class GuidedModel:
         if self.cfg != 1.0 and cond.negative is None:
             raise InputError("cfg is not 1 but the conditioning has no negative prompt",
                              input="cfg", fix="set cfg to 1 or encode a negative prompt")
-        self.positive = _batched(cond.positive, batch)
-        self.negative = _batched(cond.negative, batch) if self.cfg != 1.0 else None
+        spec = model.family.text_spec
+        self.positive = _batched(spec.fit(cond.positive), batch)
+        self.negative = _batched(spec.fit(cond.negative), batch) if self.cfg != 1.0 else None
         self.y = _batched(cond.concat_latent, batch) if cond.concat_latent is not None else None
         self.clip = _batched(cond.clip_features, batch) if cond.clip_features is not None else None
-        if model.config.in_dim != model.config.out_dim and self.y is None:
+        if model.image_inputs.required and self.y is None:
             raise InputError(f"{model.file_name} is an image-to-video model and needs a start image",
                              input="conditioning", fix="put VideoDiT Image To Video between the "
                              "text encode node and the sampler")
+        self._velocity = model.run()
 
     def timestep(self, sigma: float) -> float:
+        """The expert switch compares noise levels on the models' 0-1000 timestep scale."""
         t = sigma * 1000.0
         return float(math.floor(t)) if self.integer_timesteps else t
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with self.model.managed.use() as net:
-            device, dtype = next(net.parameters()).device, self.model.compute_dtype
-            extra = {}
-            if self.y is not None:
-                extra["y"] = self.y.to(device, dtype)
-            if self.clip is not None and self.model.config.has_image_input:
-                extra["clip_features"] = self.clip.to(device, dtype)
-            xs, ts = x.to(device, dtype), t.to(device)
-            cond = net(xs, ts, self.positive.to(device, dtype), **extra).float()
-            if self.negative is None:
-                return cond.to(x.device)
-            uncond = net(xs, ts, self.negative.to(device, dtype), **extra).float()
-            return (uncond + self.cfg * (cond - uncond)).to(x.device)
+    def velocity(self, x: torch.Tensor, sigma: float, first_frames: int = 0) -> torch.Tensor:
+        def inputs(text: torch.Tensor) -> ModelInputs:
+            return ModelInputs(text=text, concat_latent=self.y, clip_features=self.clip,
+                               first_frames=first_frames,
+                               integer_timesteps=self.integer_timesteps)
+
+        cond = self._velocity(x, sigma, inputs(self.positive))
+        if self.negative is None:
+            return cond.to(x.device)
+        uncond = self._velocity(x, sigma, inputs(self.negative))
+        return (uncond + self.cfg * (cond - uncond)).to(x.device)
 
 
 def build_denoiser(experts: list[tuple[GuidedModel, float]], first_frames: torch.Tensor | None,
@@ -108,7 +129,8 @@ def build_denoiser(experts: list[tuple[GuidedModel, float]], first_frames: torch
     """``denoiser(x, sigma) -> x0``. ``experts`` is [(model, min timestep)], highest noise first.
 
     Given first frames (Wan 2.2 TI2V) are pasted into x before every call, their tokens get
-    timestep 0, and x0 keeps them exactly.
+    timestep 0 (the family sees how many in ``ModelInputs.first_frames``), and x0 keeps them
+    exactly.
     """
     active: list[GuidedModel | None] = [None]
 
@@ -119,39 +141,43 @@ def build_denoiser(experts: list[tuple[GuidedModel, float]], first_frames: torch
             if on_expert is not None:
                 on_expert(model)
             active[0] = model
-        batch = x.shape[0]
-        if first_frames is None:
-            t = torch.full((batch,), t_value)
-        else:
+        given = 0
+        if first_frames is not None:
             x = x.clone()
-            k = first_frames.shape[2]
-            x[:, :, :k] = first_frames.to(x.dtype)
-            t = _per_token_timesteps(x.shape, k, t_value, model.model.config.patch_size)
-        v = model.velocity(x, t)
+            given = first_frames.shape[2]
+            x[:, :, :given] = first_frames.to(x.dtype)
+        v = model.velocity(x, sigma, given)
         x0 = x - sigma * v
         if first_frames is not None:
-            x0[:, :, :first_frames.shape[2]] = first_frames.to(x0.dtype)
+            x0[:, :, :given] = first_frames.to(x0.dtype)
         return x0
 
     return denoiser
 
 
+def _step_reporter(bar, fmt: LatentFormat, hooks: Hooks):
+    def report(x0: torch.Tensor) -> None:
+        bar.update(1, preview=preview_image(x0, fmt) if hooks.previews else None)
+    return report
+
+
 def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
-                 settings: SamplingSettings, *, model_low_noise=None,
-                 node_id: str | None = None,
+                 settings: SamplingSettings, *, model_low_noise=None, hooks: Hooks = NO_HOOKS,
                  step_callback: Callable[[int, torch.Tensor], None] | None = None) -> dict:
-    """Run the sampler and return a new LATENT (raw VAE space, same shape as ``latent``)."""
-    fmt = get_format(model.latent_format)
-    raw = check_latent_for_model(latent, fmt, model.file_name).float()
+    """Run the sampler and return a new LATENT (raw VAE space, same shape as ``latent``).
+
+    ``model`` (and ``model_low_noise``) is a VIDEODIT_MODEL (``families.model.VideoModel``).
+    """
+    fmt = model.latent_format
+    raw = check_latent_for_model(latent, model).float()
+    check_finite(raw, None, settings.steps)
     if settings.sampler not in SOLVERS:
         raise InputError(f"unknown sampler {settings.sampler!r}", input="sampler",
                          fix=f"pick one of {', '.join(SOLVERS)}")
-    if model_low_noise is not None:
-        if model_low_noise.latent_format != model.latent_format or \
-                model_low_noise.config.in_dim != model.config.in_dim:
-            raise InputError(f"{model_low_noise.file_name} does not pair with {model.file_name}",
-                             input="model_low_noise",
-                             fix="use the high-noise and low-noise files of the same Wan 2.2 A14B model")
+    if model_low_noise is not None and not model.pairs_with(model_low_noise):
+        raise InputError(f"{model_low_noise.file_name} does not pair with {model.file_name}",
+                         input="model_low_noise",
+                         fix=model.family.expert_pair_hint)
     sigmas = flow_sigmas(settings.steps, settings.shift, denoise=settings.denoise)
     noise = seeded_noise(tuple(raw.shape), settings.seed)
     clean = fmt.normalize(raw)
@@ -178,17 +204,19 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
         # Only one expert stays on the compute device: the other waits in system memory.
         for other, _ in experts:
             if other is not expert:
-                other.model.managed.offload()
+                other.model.offload()
 
     denoiser = build_denoiser(experts, first_frames, swap_in)
     extra_noise = _noise_stream(tuple(raw.shape), settings.seed)
 
-    with Progress(len(sigmas) - 1, "sampling", node_id) as bar:
+    with hooks.progress(len(sigmas) - 1, "sampling") as bar:
+        report = _step_reporter(bar, fmt, hooks)
+
         def on_step(i: int, x_now: torch.Tensor, x0: torch.Tensor) -> None:
+            check_finite(x0, i, len(sigmas) - 1)
             if step_callback is not None:
                 step_callback(i, x0)
-            bar.update(1, preview=previews.latent_preview(x0, fmt.name)
-                       if previews.previews_enabled() else None)
+            report(x0)
 
         solver = SOLVERS[settings.sampler]
         kwargs = {"noise": extra_noise} if settings.sampler == "flow_distilled" else {}
@@ -209,14 +237,12 @@ def image_conditioning_for(model, cond: VideoDiTConditioning) -> VideoDiTConditi
     VideoDiT Image To Video prepares both: extra input channels (Wan 2.1 I2V/FLF2V, Wan 2.2 A14B
     I2V) and clean first latent frames (Wan 2.2 TI2V-style models, per-token timesteps).
     """
-    takes_channels = model.config.in_dim != model.config.out_dim
-    takes_first_frames = model.config.model_type == "ti2v"
+    takes = model.image_inputs
     has_image = cond.concat_latent is not None or FIRST_FRAMES_KEY in cond.extras
-    if has_image and not (takes_channels or takes_first_frames):
+    if has_image and not takes.any:
         raise InputError(f"{model.file_name} is a text-to-video model and cannot use a start image",
-                         input="conditioning", fix="load an image-to-video model (Wan 2.1 I2V, "
-                         "Wan 2.2 TI2V 5B or A14B I2V) or remove VideoDiT Image To Video")
-    if takes_channels:
+                         input="conditioning", fix=model.family.image_model_hint)
+    if takes.channels:
         return cond.replace(extras={k: v for k, v in cond.extras.items() if k != FIRST_FRAMES_KEY})
     return cond.replace(concat_latent=None)
 
@@ -230,16 +256,6 @@ def _batched(tensor: torch.Tensor | None, batch: int) -> torch.Tensor | None:
                      input="conditioning", fix="use batch size 1 or matching batch sizes")
 
 
-def _per_token_timesteps(shape, given_frames: int, t_value: float, patch) -> torch.Tensor:
-    """[B, tokens]: 0 for the tokens of the given first latent frames, t elsewhere."""
-    batch, _, frames, height, width = shape
-    pt, ph, pw = patch
-    per_frame = (height // ph) * (width // pw)
-    t = torch.full((batch, (frames // pt) * per_frame), t_value)
-    t[:, :(given_frames // pt) * per_frame] = 0.0
-    return t
-
-
 def _noise_stream(shape: tuple[int, ...], seed: int):
     """Fresh noise for re-noising samplers, reproducible from the seed."""
     generator = torch.Generator("cpu").manual_seed((int(seed) + 1) & 0xFFFF_FFFF_FFFF_FFFF)
@@ -249,12 +265,12 @@ def _noise_stream(shape: tuple[int, ...], seed: int):
 def flowedit_video(model, source: VideoDiTConditioning, target: VideoDiTConditioning,
                    source_latent: dict, *, seed: int, steps: int, source_cfg: float,
                    target_cfg: float, shift: float, skip_steps: int, refine_steps: int,
-                   n_avg: int, node_id: str | None = None) -> dict:
+                   n_avg: int, hooks: Hooks = NO_HOOKS) -> dict:
     """FlowEdit on a source LATENT (see samplers/flowedit.py); returns the edited LATENT."""
     from .flowedit import flowedit
 
-    fmt = get_format(model.latent_format)
-    raw = check_latent_for_model(source_latent, fmt, model.file_name).float()
+    fmt = model.latent_format
+    raw = check_latent_for_model(source_latent, model).float()
     if not 0 <= skip_steps < steps:
         raise InputError(f"skip_steps must be below steps ({steps}), got {skip_steps}",
                          input="skip_steps", fix=f"use a value from 0 to {steps - 1}; fewer "
@@ -266,18 +282,17 @@ def flowedit_video(model, source: VideoDiTConditioning, target: VideoDiTConditio
     guided_source = GuidedModel(model, source, source_cfg, batch, True)
     guided_target = GuidedModel(model, target, target_cfg, batch, True)
 
-    def velocity(guided: GuidedModel):
-        return lambda x, sigma: guided.velocity(
-            x, torch.full((x.shape[0],), guided.timestep(sigma)))
-
     sigmas = flow_sigmas(steps, shift)
     noise = _noise_stream(tuple(raw.shape), seed - 1)
-    with Progress(steps - skip_steps, "FlowEdit", node_id) as bar:
-        def on_step(i: int, current: torch.Tensor) -> None:
-            bar.update(1, preview=previews.latent_preview(current, fmt.name)
-                       if previews.previews_enabled() else None)
+    with hooks.progress(steps - skip_steps, "FlowEdit") as bar:
+        report = _step_reporter(bar, fmt, hooks)
 
-        edited = flowedit(velocity(guided_source), velocity(guided_target), fmt.normalize(raw),
+        def on_step(i: int, current: torch.Tensor) -> None:
+            check_finite(current, i, steps)
+            report(current)
+
+        check_finite(raw, None, steps)
+        edited = flowedit(guided_source.velocity, guided_target.velocity, fmt.normalize(raw),
                           sigmas, skip_steps=skip_steps, refine_steps=refine_steps, n_avg=n_avg,
                           noise=noise, callback=on_step)
     out = dict(source_latent)

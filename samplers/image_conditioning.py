@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import host_memory
+from ..core.conditioning import FIRST_FRAMES_KEY, VideoDiTConditioning
+from ..core.hooks import NO_HOOKS, Hooks
+from ..core.latent_formats import LATENT_FORMAT_KEY
 from ..errors import InputError
-from .conditioning import VideoDiTConditioning
-from .denoise import FIRST_FRAMES_KEY
-from .latent_formats import LATENT_FORMAT_KEY
 
 
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -40,8 +41,9 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return frames.clamp(0, 1).movedim(1, -1)
 
 
-def check_video_size(vae, width: int, height: int, length: int) -> None:
+def check_video_size(vae, width: int, height: int, length: int, batch_size: int = 1) -> None:
     fmt = vae.latent_format
+    check_fits_in_memory(width, height, length, batch_size)
     multiple = fmt.spatial_factor * 2  # the DiT patches latents 2x2
     if (length - 1) % fmt.temporal_factor:
         snapped = (length - 1) // fmt.temporal_factor * fmt.temporal_factor + 1
@@ -54,11 +56,36 @@ def check_video_size(vae, width: int, height: int, length: int) -> None:
                              input=name, fix=f"use {lower} or {lower + multiple}")
 
 
+# A decoded clip is an IMAGE of float32 RGB: 12 bytes per pixel per frame.
+DECODED_BYTES_PER_PIXEL = 3 * 4
+
+
+def check_fits_in_memory(width: int, height: int, length: int, batch_size: int = 1, *,
+                         available: int | None = None) -> None:
+    """Refuse a clip whose decoded frames alone could not fit the free system memory, before
+    any latent is made or any step sampled; the message says what length would fit."""
+    available = host_memory.available_ram_bytes() if available is None else available
+    per_frame = width * height * DECODED_BYTES_PER_PIXEL * max(1, batch_size)
+    need = per_frame * length
+    if available is None or need <= available:
+        return
+    frames = available // per_frame
+    fitting = (frames - 1) // 4 * 4 + 1 if frames >= 1 else 0
+    fix = (f"use length {fitting} or less at {width}x{height}" if fitting >= 1 else
+           "use a smaller width and height")
+    if batch_size > 1:
+        fix += ", or batch_size 1"
+    raise InputError(f"{batch_size} x {length} frames of {width}x{height} need "
+                     f"{host_memory.gib(need)} once decoded, but only "
+                     f"{host_memory.gib(available)} of memory is free", input="length",
+                     fix=fix + " (or free memory by closing other programs)")
+
+
 def image_to_video(vae, conditioning: VideoDiTConditioning, start_image: torch.Tensor,
                    width: int, height: int, length: int, *, end_image: torch.Tensor | None = None,
-                   clip_vision_output=None, batch_size: int = 1
+                   clip_vision_output=None, batch_size: int = 1, hooks: Hooks = NO_HOOKS
                    ) -> tuple[VideoDiTConditioning, dict]:
-    check_video_size(vae, width, height, length)
+    check_video_size(vae, width, height, length, batch_size)
     fmt = vae.latent_format
     start = fit_image(start_image[:1], width, height)
     end = fit_image(end_image[-1:], width, height) if end_image is not None else None
@@ -72,7 +99,7 @@ def image_to_video(vae, conditioning: VideoDiTConditioning, start_image: torch.T
     extras = dict(conditioning.extras)
     concat = None
     if fmt.channels == 16:
-        given = fmt.normalize(vae.encode(pixels))               # [1, 16, t, h, w]
+        given = fmt.normalize(vae.encode(pixels, hooks=hooks))  # [1, 16, t, h, w]
         mask = torch.zeros(1, length + fmt.temporal_factor - 1, latent_shape[3], latent_shape[4])
         mask[:, :fmt.temporal_factor] = 1                       # the first frame counts 4 times
         if end is not None:
@@ -81,7 +108,7 @@ def image_to_video(vae, conditioning: VideoDiTConditioning, start_image: torch.T
         concat = torch.cat([mask, given], dim=1)                # [1, 4 + 16, t, h, w]
         extras[FIRST_FRAMES_KEY] = given[:, :, :1].clone()
     else:
-        extras[FIRST_FRAMES_KEY] = fmt.normalize(vae.encode(start))
+        extras[FIRST_FRAMES_KEY] = fmt.normalize(vae.encode(start, hooks=hooks))
     clip = None
     if clip_vision_output is not None:
         tokens = clip_vision_output.penultimate

@@ -1,7 +1,7 @@
 """Prompts -> VIDEODIT_CONDITIONING, through the prompt cache; and ComfyUI's native CONDITIONING.
 
-Both paths end in the same form: ``[1, 512, D]`` float32 embeddings whose rows past the real
-token count are zero (see ``samplers/conditioning.py``).
+Both paths end in the same form: ``[1, text_len, D]`` float32 embeddings whose rows past the
+real token count are zero (Wan: 512 rows; the length comes from the family's text spec).
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
+from ..core.conditioning import VideoDiTConditioning
+from ..core.prompt_cache import PromptCache, prompt_key
+from ..core.text import clean_prompt
 from ..errors import InputError
-from ..model_loaders.tokenizer import clean_prompt
-from ..runtime.prompt_cache import PROMPT_CACHE, PromptCache, prompt_key
-from .conditioning import TEXT_LEN, VideoDiTConditioning
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class EncodedPrompt:
     cached: bool
 
 
-def encode_prompt(encoder, text: str, *, cache: PromptCache = PROMPT_CACHE,
+def encode_prompt(encoder, text: str, *, cache: PromptCache,
                   disk_dir: Path | None = None) -> EncodedPrompt:
     """One prompt's unpadded embedding, from the cache when the same text was encoded before."""
     cleaned = clean_prompt(text)
@@ -43,32 +43,34 @@ def encode_prompt(encoder, text: str, *, cache: PromptCache = PROMPT_CACHE,
     return EncodedPrompt(embedding, False)
 
 
-def pad_to_text_len(embedding: torch.Tensor) -> torch.Tensor:
-    """``[tokens, D]`` -> ``[1, TEXT_LEN, D]`` with zero rows after the real tokens."""
-    padded = embedding.new_zeros(1, TEXT_LEN, embedding.shape[-1])
-    count = min(embedding.shape[0], TEXT_LEN)
+def pad_to_text_len(embedding: torch.Tensor, text_len: int) -> torch.Tensor:
+    """``[tokens, D]`` -> ``[1, text_len, D]`` with zero rows after the real tokens."""
+    padded = embedding.new_zeros(1, text_len, embedding.shape[-1])
+    count = min(embedding.shape[0], text_len)
     padded[0, :count] = embedding[:count]
     return padded
 
 
-def encode_conditioning(encoder, positive: str, negative: str, *, cache: PromptCache = PROMPT_CACHE,
-                        disk_dir: Path | None = None) -> VideoDiTConditioning:
+def encode_conditioning(encoder, positive: str, negative: str, *, text_len: int,
+                        cache: PromptCache, disk_dir: Path | None = None) -> VideoDiTConditioning:
     pos = encode_prompt(encoder, positive, cache=cache, disk_dir=disk_dir)
     neg = encode_prompt(encoder, negative, cache=cache, disk_dir=disk_dir)
     return VideoDiTConditioning(
-        positive=pad_to_text_len(pos.embedding), negative=pad_to_text_len(neg.embedding),
+        positive=pad_to_text_len(pos.embedding, text_len),
+        negative=pad_to_text_len(neg.embedding, text_len),
         positive_text=positive, negative_text=negative,
         positive_tokens=pos.embedding.shape[0], negative_tokens=neg.embedding.shape[0])
 
 
-def from_native_conditioning(positive, negative=None) -> VideoDiTConditioning:
+def from_native_conditioning(positive, negative=None, *, text_len: int) -> VideoDiTConditioning:
     """ComfyUI CONDITIONING from CLIPLoader(type=wan) + CLIP Text Encode -> ours.
 
     Native Wan conditioning is ``[[cond, {...}]]`` with ``cond`` ``[1, max(512, n), 4096]`` and
-    rows past the prompt zeroed, so the conversion is a trim (or zero-pad) to 512 rows.
+    rows past the prompt zeroed, so the conversion is a trim (or zero-pad) to ``text_len`` rows.
     """
-    pos, pos_tokens = _native_tensor(positive, "positive")
-    neg, neg_tokens = (None, 0) if negative is None else _native_tensor(negative, "negative")
+    pos, pos_tokens = _native_tensor(positive, "positive", text_len)
+    neg, neg_tokens = ((None, 0) if negative is None
+                       else _native_tensor(negative, "negative", text_len))
     if neg is not None and neg.shape[0] != pos.shape[0] and neg.shape[0] != 1:
         raise InputError(f"positive has batch {pos.shape[0]} but negative has {neg.shape[0]}",
                          input="negative", fix="encode one prompt per conditioning")
@@ -76,7 +78,7 @@ def from_native_conditioning(positive, negative=None) -> VideoDiTConditioning:
                                 negative_tokens=neg_tokens)
 
 
-def _native_tensor(conditioning, input: str) -> tuple[torch.Tensor, int]:
+def _native_tensor(conditioning, input: str, text_len: int) -> tuple[torch.Tensor, int]:
     if not isinstance(conditioning, (list, tuple)) or not conditioning:
         raise InputError("expected ComfyUI CONDITIONING (a list of [tensor, dict])", input=input,
                          fix="connect the output of ComfyUI's CLIP Text Encode")
@@ -96,11 +98,11 @@ def _native_tensor(conditioning, input: str) -> tuple[torch.Tensor, int]:
     cond = cond.detach().to("cpu", torch.float32)
     nonzero = cond.abs().amax(dim=(0, 2)) > 0
     tokens = int(nonzero.nonzero().max()) + 1 if nonzero.any() else 0
-    if tokens > TEXT_LEN:
-        log.warning("VideoDiT: the %s prompt is %d tokens long; Wan reads %d, so the last %d are "
-                    "dropped. Shorten the prompt to keep all of it.", input, tokens, TEXT_LEN,
-                    tokens - TEXT_LEN)
-    padded = cond.new_zeros(cond.shape[0], TEXT_LEN, cond.shape[-1])
-    keep = min(cond.shape[1], TEXT_LEN)
+    if tokens > text_len:
+        log.warning("VideoDiT: the %s prompt is %d tokens long; the model reads %d, so the last "
+                    "%d are dropped. Shorten the prompt to keep all of it.", input, tokens,
+                    text_len, tokens - text_len)
+    padded = cond.new_zeros(cond.shape[0], text_len, cond.shape[-1])
+    keep = min(cond.shape[1], text_len)
     padded[:, :keep] = cond[:, :keep]
-    return padded, min(tokens, TEXT_LEN)
+    return padded, min(tokens, text_len)

@@ -2,7 +2,8 @@
 
 The graphs are described compactly below; widget order, sockets and the seed's extra
 control value come from the live node definitions, so the files always match the nodes.
-Run: python scripts/build_example_workflows.py
+Run: python scripts/build_example_workflows.py [--inputs]   (--inputs: render the demo input
+media in example_workflows/input/ again even if present)
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 from comfyui_videodit import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from comfyui_videodit.cli.node_info import (has_control_widget, input_spec,
+from comfyui_videodit.cli.node_info import (has_control_widget, has_upload_widget, input_spec,
                                             is_widget, object_info, ordered_inputs)
 from comfyui_videodit.cli.workflow_format import ui_to_api
 
@@ -35,6 +36,53 @@ def files_note(*entries: tuple[str, str]) -> dict:
     return note(WHERE_FILES_GO.format(files="\n".join(f"- {folder}/{name}" for folder, name in entries)))
 
 
+# Layout, in the editor's units (LiteGraph): a node's title bar (30 px) sits above its `pos`;
+# `size` is the body below it: one 20 px row per socket (inputs and outputs side by side),
+# then the widgets. Sizes are estimated generously from the node definition, so no widget is
+# cut off, and the grid's columns and rows are as wide and tall as their largest node, so no
+# node covers another (tests/test_examples.py checks both).
+TITLE_HEIGHT = 30
+SLOT_HEIGHT = 20
+WIDGET_HEIGHT = 24      # one-line widget plus spacing
+TEXT_BOX_HEIGHT = 100   # multiline text widget
+PREVIEW_HEIGHT = 240    # room for an output node's preview (video, text)
+NOTE_SIZE = [420, 240]
+GAP = 40
+COLUMNS = 4
+
+
+def node_size(kind: str) -> list[int]:
+    if kind == "Note":
+        return list(NOTE_SIZE)
+    info = INFO[kind]
+    sockets = lines = boxes = 0
+    for name in ordered_inputs(info):
+        _, socket, options = input_spec(info, name)
+        if not is_widget(socket, options):
+            sockets += 1
+        elif options.get("multiline"):
+            boxes += 1
+        else:
+            lines += 1 + has_control_widget(name, socket, options) + has_upload_widget(socket, options)
+    height = SLOT_HEIGHT * max(sockets, len(info["output"]), 1) + 10
+    height += WIDGET_HEIGHT * lines + TEXT_BOX_HEIGHT * boxes + 10
+    if info.get("output_node"):
+        height += PREVIEW_HEIGHT
+    return [400 if boxes else 340, height]
+
+
+def grid_positions(sizes: list[list[int]]) -> list[list[int]]:
+    """Top-left `pos` of each node, filling rows of COLUMNS left to right."""
+    widths = [max(s[0] for s in sizes[c::COLUMNS]) for c in range(min(COLUMNS, len(sizes)))]
+    rows = [sizes[r:r + COLUMNS] for r in range(0, len(sizes), COLUMNS)]
+    xs = [40 + sum(wd + GAP for wd in widths[:c]) for c in range(len(widths))]
+    ys, y = [], 40 + TITLE_HEIGHT
+    for row in rows:
+        ys.append(y)
+        y += max(s[1] for s in row) + TITLE_HEIGHT + GAP
+    return [[xs[i % COLUMNS], ys[i // COLUMNS]] for i in range(len(sizes))]
+
+
 def build_ui(nodes: dict[int, dict]) -> dict:
     """nodes: id -> {type, widgets: {name: value} | [values], inputs: {name: (src_id, slot)}}"""
     ui_nodes, links = [], []
@@ -44,15 +92,17 @@ def build_ui(nodes: dict[int, dict]) -> dict:
             link_id = len(links) + 1
             links.append([link_id, src, slot, node_id, name, None])
             outgoing.setdefault((src, slot), []).append(link_id)
+    sizes = [node_size(spec["type"]) for spec in nodes.values()]
+    positions = grid_positions(sizes)
     for order, (node_id, spec) in enumerate(nodes.items()):
         kind = spec["type"]
-        x, y = 40 + 360 * (order % 4), 40 + 320 * (order // 4)
-        ui = {"id": node_id, "type": kind, "pos": [x, y], "size": [320, 200], "flags": {},
+        ui = {"id": node_id, "type": kind, "pos": positions[order], "size": sizes[order], "flags": {},
               "order": order, "mode": 0, "inputs": [], "outputs": [],
               "properties": {"Node name for S&R": kind}, "widgets_values": []}
+        if "title" in spec:
+            ui["title"] = spec["title"]
         if kind == "Note":
             ui["widgets_values"] = list(spec["widgets"])
-            ui["size"] = [420, 220]
             ui_nodes.append(ui)
             continue
         info = INFO[kind]
@@ -85,9 +135,12 @@ def build_ui(nodes: dict[int, dict]) -> dict:
 
 def w(kind: str, inputs: dict | None = None, **widgets) -> dict:
     control = widgets.pop("control", None)
+    title = widgets.pop("title", None)
     spec = {"type": kind, "widgets": widgets, "inputs": inputs or {}}
     if control:
         spec["control"] = control
+    if title:
+        spec["title"] = title
     return spec
 
 
@@ -107,6 +160,54 @@ def text_to_video() -> dict:
              seed=42, control="randomize", steps=30, cfg=6.0, shift=8.0),
         8: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (7, 0)}),
         9: w("VideoDiTSaveVideo", {"images": (8, 0)}, fps=16.0, filename_prefix="videodit/t2v"),
+    }
+
+
+A14B_4STEP_NOTE = """Wan 2.2 A14B text-to-video in 4 steps: each expert gets its own step-distill
+LoRA (lightx2v's Wan2.2-Lightning T2V v1.1, https://huggingface.co/lightx2v/Wan2.2-Lightning,
+repackaged for ComfyUI by Comfy-Org). cfg 1 (one model pass per step: no negative-prompt pass),
+sampler euler, shift 5: the 4 noise levels are 1.0, 0.94, 0.83 and 0.63, so the high-noise
+expert runs the first two (above the 0.875 boundary) and the low-noise expert the last two.
+Put the high_noise LoRA on the high-noise model and the low_noise LoRA on the low-noise model.
+
+Model files (put them into ComfyUI/models/...):
+- diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors
+- diffusion_models/wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors
+- loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors
+- loras/wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors
+  (these four: Comfy-Org/Wan_2.2_ComfyUI_Repackaged on Hugging Face, split_files/...)
+- text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors
+- vae/wan_2.1_vae.safetensors
+  (these two: Comfy-Org/Wan_2.1_ComfyUI_repackaged, split_files/...)
+The fp8 experts keep their weights in fp8; the LoRAs are added beside them on the fly (see the
+pack's README, LoRA section)."""
+
+
+def text_to_video_a14b_4step_lora() -> dict:
+    high_lora = "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors"
+    low_lora = "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"
+    return {
+        1: note(A14B_4STEP_NOTE),
+        2: w("VideoDiTModelLoader", model_name="wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+             title="High-noise expert"),
+        3: w("VideoDiTModelLoader", model_name="wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+             title="Low-noise expert"),
+        4: w("VideoDiTLoraLoader", {"model": (2, 0)}, lora_name=high_lora, strength=1.0,
+             title="High-noise 4-step LoRA"),
+        5: w("VideoDiTLoraLoader", {"model": (3, 0)}, lora_name=low_lora, strength=1.0,
+             title="Low-noise 4-step LoRA"),
+        6: w("VideoDiTTextEncoderLoader", text_encoder_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+        7: w("VideoDiTTextEncode", {"text_encoder": (6, 0)},
+             positive="A red fox trots through fresh snow in a birch forest, morning light, "
+                      "the camera tracks alongside it.", negative=""),
+        8: w("VideoDiTVAELoader", vae_name="wan_2.1_vae.safetensors"),
+        9: w("VideoDiTEmptyLatent", {"vae": (8, 0)}, width=832, height=480, length=81),
+        10: w("VideoDiTSampler", {"model": (4, 0), "conditioning": (7, 0), "latent": (9, 0),
+                                  "model_low_noise": (5, 0)},
+              seed=42, control="randomize", steps=4, cfg=1.0, shift=5.0, sampler="euler"),
+        11: w("VideoDiTVAEDecode", {"vae": (8, 0), "latent": (10, 0)}),
+        12: w("VideoDiTSaveVideo", {"images": (11, 0)}, fps=16.0,
+              filename_prefix="videodit/t2v_a14b_4step"),
     }
 
 
@@ -262,10 +363,14 @@ EXAMPLES = {
     "demo_image_to_video": demo_image_to_video,
     "demo_video_edit": demo_video_edit,
     "text_to_video_wan21_1.3B": text_to_video,
+    "text_to_video_wan22_a14b_4step_lora": text_to_video_a14b_4step_lora,
     "image_to_video_wan22_5B": image_to_video,
     "video_edit_sdedit_wan21_1.3B": video_edit_sdedit,
     "video_edit_flowedit_wan21_1.3B": video_edit_flowedit,
 }
+
+
+DEMO_INPUTS = ("demo_first_frame.png", "demo_source_clip.mp4")
 
 
 def write_demo_inputs() -> None:
@@ -294,8 +399,11 @@ def write_demo_inputs() -> None:
     print("wrote example_workflows/input/demo_first_frame.png and demo_source_clip.mp4")
 
 
-def main() -> int:
-    write_demo_inputs()
+def main(argv: list[str]) -> int:
+    # The demo inputs are binary files kept as committed; they are rendered again only when
+    # missing or asked for (--inputs), so rebuilding the graphs leaves them byte for byte.
+    if "--inputs" in argv or not all((OUT / "input" / name).is_file() for name in DEMO_INPUTS):
+        write_demo_inputs()
     (OUT / "api").mkdir(parents=True, exist_ok=True)
     for name, graph in EXAMPLES.items():
         ui = build_ui(graph())
@@ -307,4 +415,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

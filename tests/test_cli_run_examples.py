@@ -73,6 +73,24 @@ def test_flowedit_example_runs_headless(models, tmp_path):
     assert len(videos) == 1 and decoded_frames(videos[0]) == 9
 
 
+def test_a14b_four_step_lora_example_runs_headless(models, tmp_path):
+    """Both experts with their own LoRA (every tensor matches, so no key-report warning), 4
+    steps, cfg 1: the runner writes the clip."""
+    done = run_example("text_to_video_wan22_a14b_4step_lora", models, tmp_path, [
+        "High-noise expert.model_name=tiny_t2v.safetensors",
+        "Low-noise expert.model_name=tiny_t2v_low.safetensors",
+        "High-noise 4-step LoRA.lora_name=tiny_t2v_lora.safetensors",
+        "Low-noise 4-step LoRA.lora_name=tiny_t2v_low_lora.safetensors",
+        "VideoDiTTextEncoderLoader.text_encoder_name=tiny_umt5.safetensors",
+        "VideoDiTVAELoader.vae_name=tiny_vae21.safetensors",
+        "VideoDiTEmptyLatent.width=64", "VideoDiTEmptyLatent.height=64",
+        "VideoDiTEmptyLatent.length=9"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "change no weight" not in done.stderr, done.stderr[-3000:]
+    videos = list((tmp_path / "out").rglob("*.mp4"))
+    assert len(videos) == 1 and decoded_frames(videos[0]) == 9
+
+
 def _write_clip(path: Path) -> None:
     import av
     import numpy as np

@@ -109,3 +109,18 @@ def test_server_node_errors_in_plain_words():
                       "details": "Node ID '#3'", "extra_info": {}}, "node_errors": {}}
     assert [str(p) for p in problems_from_server_error(body)] == [
         "Cannot execute because node Foo does not exist. (Node ID '#3')"]
+
+
+def test_numeric_strings_are_coerced_like_comfyui_or_refused():
+    prompt = copy.deepcopy(GOOD)
+    prompt["4"]["inputs"].update(steps="2", cfg="4.5", seed=" 7 ")
+    assert messages(prompt) == []
+    assert (prompt["4"]["inputs"]["steps"], prompt["4"]["inputs"]["cfg"],
+            prompt["4"]["inputs"]["seed"]) == (2, 4.5, 7)
+    assert type(prompt["4"]["inputs"]["steps"]) is int
+    prompt["4"]["inputs"].update(steps="2.5", cfg=True)
+    assert messages(prompt) == [
+        "#4 FakeSampler ('Main sampler') · steps: '2.5' is not a whole number. Fix: give it a "
+        "whole number",
+        "#4 FakeSampler ('Main sampler') · cfg: True is not a number. Fix: give it a number",
+    ]

@@ -50,8 +50,8 @@ def test_comfyui_wan_vae_agrees_with_ours(tmp_path):
     ours = load_wan_vae(vae_file, dtype="fp32")
     g = torch.Generator().manual_seed(0)
     frames = torch.rand(9, 32, 48, 3, generator=g)
-    our_latent = ours.encode(frames, progress=False)
-    our_pixels = ours.decode(our_latent, progress=False)
+    our_latent = ours.encode(frames)
+    our_pixels = ours.decode(our_latent)
 
     save_file({"pixels": frames.permute(3, 0, 1, 2)[None].contiguous(),
                "latent": our_latent.contiguous()}, str(tmp_path / "inputs.safetensors"))

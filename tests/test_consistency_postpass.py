@@ -6,11 +6,15 @@ import torch
 
 from comfyui_videodit.consistency import synthetic as S
 from comfyui_videodit.consistency.cuts import detect_boundaries
-from comfyui_videodit.consistency.deflicker import smooth_series
+from comfyui_videodit.consistency.deflicker import global_deflicker, local_deflicker, smooth_series
+from comfyui_videodit.consistency.flow import clip_flows
 from comfyui_videodit.consistency.metrics import compute_metrics
 from comfyui_videodit.consistency.postpass import PostPassSettings, psnr_db, run_postpass
-from comfyui_videodit.errors import InputError
+from comfyui_videodit.consistency.shimmer import reduce_shimmer
+from comfyui_videodit.core.hooks import Hooks
+from comfyui_videodit.errors import InputError, Interrupted
 from comfyui_videodit.nodes.consistency import VideoDiTFrameConsistency
+from comfyui_videodit.runtime import progress
 
 SMALL = dict(frames=16, height=64, width=96)
 
@@ -146,3 +150,27 @@ def test_node_round_trip_and_errors(clips):
         node.repair(images, reference=images[:5])
     with pytest.raises(InputError, match="images"):
         node.repair(images[0])
+
+
+def _cancelled():
+    raise Interrupted("cancelled by the user")
+
+
+@pytest.mark.parametrize("stage", [global_deflicker, local_deflicker, reduce_shimmer])
+def test_every_repair_stage_stops_on_cancel(stage):
+    clip = S.clean_clip(S.ClipSpec(frames=5, height=32, width=48, pan=(1.0, 0.0)))
+    flows = clip_flows(clip)
+    args = (clip, [(0, 5)]) if stage is global_deflicker else (clip, flows, [(0, 5)])
+    stage(*args)  # runs to the end without a Cancel
+    with pytest.raises(Interrupted):
+        stage(*args, hooks=Hooks(check_interrupt=_cancelled))
+
+
+def test_node_stops_on_the_hosts_cancel(clips):
+    images = clips["static"][:4].permute(0, 2, 3, 1).contiguous()
+    progress.request_interrupt()  # what the CLI does on Ctrl-C
+    try:
+        with pytest.raises(Interrupted):
+            VideoDiTFrameConsistency().repair(images)
+    finally:
+        progress.clear_interrupt()

@@ -132,9 +132,7 @@ def test_diffusers_folder_loads_to_the_same_output(model_type, tmp_path):
     assert loaded.variant == f"wan-{model_type}-custom"
     assert loaded.compute_dtype == torch.float32
     args = inputs(model_type)
-    with loaded.managed.use() as net:
-        ours = run_ours(net, args)
-    error = relative_error(ours, run_reference(reference, args))
+    error = relative_error(run_ours(loaded.network, args), run_reference(reference, args))
     assert error <= TOLERANCE, f"{model_type}: max error {error:.2e} x std"
 
 

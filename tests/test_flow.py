@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from comfyui_videodit.consistency import synthetic
 from comfyui_videodit.consistency.flow import (base_grid, clip_flows, compose, estimate_flow,
                                                occlusion_mask, warp)
+from comfyui_videodit.core.hooks import Hooks, SilentBar
 from comfyui_videodit.errors import Interrupted
-from comfyui_videodit.runtime import progress
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -105,9 +105,26 @@ def test_clip_flows_chunks_store_fp16_and_agree():
 
 def test_cancel_is_honoured_between_flow_chunks():
     clip = synthetic.clean_clip(synthetic.ClipSpec(frames=5, height=32, width=48))
-    progress.request_interrupt()
-    try:
-        with pytest.raises(Interrupted):
-            clip_flows(clip, chunk_pairs=1)
-    finally:
-        progress.clear_interrupt()
+    chunks_started = []
+
+    def cancel_in_second_chunk():
+        chunks_started.append(1)
+        if len(chunks_started) == 2:
+            raise Interrupted("cancelled by the user")
+
+    with pytest.raises(Interrupted):
+        clip_flows(clip, chunk_pairs=1, hooks=Hooks(check_interrupt=cancel_in_second_chunk))
+    assert len(chunks_started) == 2  # stopped where asked, not after the last chunk
+
+
+def test_flow_progress_advances_once_per_chunk():
+    clip = synthetic.clean_clip(synthetic.ClipSpec(frames=5, height=32, width=48))
+    bars = []
+
+    def progress(total, desc):
+        bar = SilentBar(total, desc)
+        bars.append((desc, bar))
+        return bar
+
+    clip_flows(clip, chunk_pairs=2, progress_desc="flow", hooks=Hooks(progress=progress))
+    assert [(desc, bar.total, bar.value) for desc, bar in bars] == [("flow", 2, 2)]

@@ -18,7 +18,6 @@ import torch
 from comfyui_videodit.media import metadata
 from comfyui_videodit.media.decode import load_clip
 from comfyui_videodit.media.encode import save_clip
-from comfyui_videodit.runtime import io_folders
 
 from comfyui_server import ComfyUIServer, get_json
 
@@ -56,12 +55,11 @@ def _run(url: str, prompt: dict, extra_pnginfo: dict) -> dict:
     pytest.fail("the prompt did not finish")
 
 
-def test_load_and_save_inside_comfyui(comfyui, tmp_path, monkeypatch):
+def test_load_and_save_inside_comfyui(comfyui, tmp_path):
     url, root = comfyui
     # a source clip in ComfyUI's input folder, written by our own saver
-    monkeypatch.setitem(io_folders._overrides, "output", tmp_path)
     frames = torch.linspace(0.1, 0.9, 9)[:, None, None, None].expand(9, 48, 64, 3).contiguous()
-    source = save_clip(frames, 16.0, "mp4", 0, "source")
+    source = save_clip(frames, 16.0, "mp4", 0, tmp_path, ["source.mp4"])
     os.link(source.path, root / "input" / "source.mp4")
 
     info = _get(url + "/object_info/VideoDiTLoadVideo")["VideoDiTLoadVideo"]

@@ -29,10 +29,11 @@ def folders(tmp_path, monkeypatch):
 @pytest.fixture
 def numbered_clip(folders):
     """30 flat grey frames at 30 fps; frame i has level 4 + 8 i, so each frame names itself."""
-    input_dir, _ = folders
+    input_dir, output_dir = folders
     levels = (4 + 8 * torch.arange(SOURCE_FRAMES, dtype=torch.float32)) / 255
     images = levels[:, None, None, None].expand(SOURCE_FRAMES, 32, 48, 3).contiguous()
-    saved = save_clip(images, SOURCE_FPS, "mp4", 0, "numbered")
+    output_dir.mkdir()
+    saved = save_clip(images, SOURCE_FPS, "mp4", 0, output_dir, ["numbered_00001_.mp4"])
     os.link(saved.path, input_dir / "numbered.mp4")
     return "numbered.mp4"
 
@@ -97,6 +98,22 @@ def test_planned_count_matches_what_is_decoded(numbered_clip):
         assert clip.images.shape[0] == rng.kept_count(SOURCE_FRAMES, SOURCE_FPS), rng
 
 
+def test_loading_reports_progress_through_its_hooks(numbered_clip, folders):
+    from comfyui_videodit.core.hooks import Hooks, SilentBar
+
+    bars = []
+
+    def progress(total, desc=""):
+        bars.append((desc, SilentBar(total)))
+        return bars[-1][1]
+
+    input_dir, _ = folders
+    decode.load_clip(input_dir / numbered_clip, decode.FrameRange(frame_limit=5),
+                     hooks=Hooks(progress=progress))
+    assert [(desc, bar.total, bar.value) for desc, bar in bars] == [
+        (f"loading {numbered_clip}", 5, 5)]
+
+
 def test_skipping_everything_is_an_input_error(numbered_clip):
     with pytest.raises(InputError, match="skip_first_frames"):
         load(numbered_clip, skip_first_frames=100)
@@ -111,6 +128,7 @@ def write_still(input_dir, name, array, **save_options):
 def test_png_still_is_a_one_frame_clip_with_exact_pixels(folders):
     input_dir, _ = folders
     rgba = np.random.default_rng(0).integers(0, 256, (40, 56, 4), dtype=np.uint8)
+    rgba[..., 3] = 255  # opaque (transparency is composited: tests/test_media_still_modes.py)
     write_still(input_dir, "still.png", rgba)
     images, fps, count = load("still.png")
     assert count == 1 and images.shape == (1, 32, 48, 3) and fps == decode.STILL_FPS

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from comfyui_videodit.errors import InputError
-from comfyui_videodit.media import encode, metadata
+from comfyui_videodit.media import encode, metadata, publish
 from comfyui_videodit.nodes.media import VideoDiTLoadVideo, VideoDiTSaveVideo
 from comfyui_videodit.runtime import io_folders
 
@@ -153,14 +153,76 @@ def test_never_overwrites_and_counter_continues_past_existing_files(folders):
 
 def test_publish_skips_a_name_taken_while_encoding(folders):
     _, output_dir = folders
-    output_dir.mkdir(parents=True, exist_ok=True)
     name = io_folders.reserve_output_name("race", ".mp4")
     name.path.write_bytes(b"written by another process meanwhile")
     temporary = output_dir / ".race.partial"
     temporary.write_bytes(b"ours")
-    final = io_folders.publish(temporary, name)
-    assert final.filename == "race_00002_.mp4" and final.path.read_bytes() == b"ours"
+    final = publish.publish(temporary, name.folder, name.filenames())
+    assert final.name == "race_00002_.mp4" and final.read_bytes() == b"ours"
     assert name.path.read_bytes() == b"written by another process meanwhile"
+    assert not temporary.exists()
+
+
+def test_a_save_skips_a_name_taken_while_encoding(folders, monkeypatch):
+    """The node reserves race_00001_; another process takes it before the encode finishes."""
+    _, output_dir = folders
+    real_encode = encode._ENCODERS["gif"]
+
+    def encode_while_another_process_saves(images, path, *rest):
+        (output_dir / "race_00001_.gif").write_bytes(b"theirs")
+        return real_encode(images, path, *rest)
+
+    monkeypatch.setitem(encode._ENCODERS, "gif", encode_while_another_process_saves)
+    result = save(smooth_clip(frames=2), "gif", prefix="race")
+    assert result["ui"]["images"][0]["filename"] == "race_00002_.gif"
+    assert (output_dir / "race_00001_.gif").read_bytes() == b"theirs"
+    assert sorted(p.name for p in output_dir.iterdir()) == ["race_00001_.gif", "race_00002_.gif"]
+
+
+def test_claim_folder_never_reuses_an_existing_one(tmp_path):
+    (tmp_path / "seq_00001_").mkdir()
+    (tmp_path / "seq_00002_").write_bytes(b"a file of that name")
+    claimed = publish.claim_folder(tmp_path, ["seq_00001_", "seq_00002_", "seq_00003_"])
+    assert claimed == tmp_path / "seq_00003_" and not any(claimed.iterdir())
+    with pytest.raises(FileExistsError):
+        publish.claim_folder(tmp_path, ["seq_00001_", "seq_00003_"])
+
+
+def test_save_clip_writes_where_it_is_told_without_the_host(tmp_path):
+    """The library alone: a folder and names in, no ComfyUI, no output-folder lookup."""
+    clip = smooth_clip(frames=3)
+    (tmp_path / "taken.webm").write_bytes(b"keep me")
+    saved = encode.save_clip(clip, 16.0, "webm", 10, tmp_path, ["taken.webm", "free.webm"],
+                             {"prompt": json.dumps(PROMPT)})
+    assert saved.path == tmp_path / "free.webm" and saved.files == ["free.webm"]
+    assert (tmp_path / "taken.webm").read_bytes() == b"keep me"
+    assert json.loads(metadata.read_container_tags(saved.path)["prompt"]) == PROMPT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["free.webm", "taken.webm"]
+
+
+def test_save_reports_progress_through_its_hooks(tmp_path):
+    from comfyui_videodit.core.hooks import Hooks, SilentBar
+
+    bars = []
+
+    def progress(total, desc=""):
+        bars.append((desc, SilentBar(total)))
+        return bars[-1][1]
+
+    encode.save_clip(smooth_clip(frames=4), 16.0, "gif", 19, tmp_path, ["c.gif"],
+                     hooks=Hooks(progress=progress))
+    assert [(desc, bar.total, bar.value) for desc, bar in bars] == [("saving gif", 4, 4)]
+
+
+def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    def broken_encoder(images, path, *rest):
+        path.write_bytes(b"half a file")
+        raise RuntimeError("encoder crashed")
+
+    monkeypatch.setitem(encode._ENCODERS, "mp4", broken_encoder)
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        encode.save_clip(smooth_clip(frames=2), 16.0, "mp4", 19, tmp_path, ["clip.mp4"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_prefix_cannot_escape_the_output_folder(folders):
@@ -227,8 +289,10 @@ def test_comfyui_disable_metadata_is_honoured(folders, monkeypatch):
     """ComfyUI's ``--disable-metadata`` (``comfy.cli_args.args``) turns the tags off."""
     from types import SimpleNamespace
 
+    from comfyui_videodit.runtime import saved_metadata
+
     fake_cli_args = SimpleNamespace(args=SimpleNamespace(disable_metadata=True))
-    monkeypatch.setattr(metadata, "comfy_module",
+    monkeypatch.setattr(saved_metadata, "comfy_module",
                         lambda name: fake_cli_args if name == "comfy.cli_args" else None)
     result = save(smooth_clip(frames=2), "mp4")
     tags = metadata.read_container_tags(result["result"][0])

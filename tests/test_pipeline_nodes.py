@@ -127,6 +127,7 @@ def test_two_experts_through_the_node():
 def test_cancel_mid_sampling_stops_within_a_step_and_a_rerun_matches_a_clean_run():
     from comfyui_videodit.errors import Interrupted
     from comfyui_videodit.runtime import progress
+    from comfyui_videodit.runtime.hooks import host_hooks
     from comfyui_videodit.samplers.denoise import SamplingSettings, sample_video
 
     m, cond = model("tiny_t2v.safetensors"), text()
@@ -135,7 +136,7 @@ def test_cancel_mid_sampling_stops_within_a_step_and_a_rerun_matches_a_clean_run
     clean = sample_video(m, cond, latent, settings)
 
     calls = []
-    network = m.managed.module
+    network = m.network
     forward = network.forward
     network.forward = lambda *a, **k: (calls.append(1), forward(*a, **k))[1]
 
@@ -145,7 +146,8 @@ def test_cancel_mid_sampling_stops_within_a_step_and_a_rerun_matches_a_clean_run
 
     try:
         with pytest.raises(Interrupted):
-            sample_video(m, cond, latent, settings, step_callback=cancel_at_second_step)
+            sample_video(m, cond, latent, settings, step_callback=cancel_at_second_step,
+                         hooks=host_hooks())
     finally:
         del network.forward
     assert len(calls) == 2 * 2     # two steps (cond + uncond each) ran, none after the cancel

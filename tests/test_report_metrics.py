@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from comfyui_videodit.consistency import synthetic as S
-from comfyui_videodit.consistency.metrics import compute_metrics, flicker, verdict_of
+from comfyui_videodit.consistency.metrics import (DESCRIPTIONS, METRICS, THRESHOLDS,
+                                                  compute_metrics, flicker, verdict_of)
 from comfyui_videodit.consistency.report import build_report, to_markdown
-from comfyui_videodit.errors import InputError
+from comfyui_videodit.core.hooks import Hooks, SilentBar
+from comfyui_videodit.errors import InputError, Interrupted
 from comfyui_videodit.nodes.qc import VideoDiTConsistencyReport
+from comfyui_videodit.runtime import progress
 
 SMALL = dict(frames=16, height=64, width=96)
 
@@ -93,7 +96,10 @@ def test_frozen_clip_cannot_pass(metrics):
 def test_report_node_outputs(metrics):
     clip = S.global_flicker(S.clean_clip(S.ClipSpec(**SMALL, pan=(1.0, 0.0), cut_at=9)))
     images = clip.permute(0, 2, 3, 1).contiguous()
-    score, markdown, as_json, plot = VideoDiTConsistencyReport().report(images, 16.0)
+    returned = VideoDiTConsistencyReport().report(images, 16.0)
+    score, markdown, as_json, plot = returned["result"]
+    (headline,) = returned["ui"]["text"]             # shown on the node and by the CLI
+    assert headline.startswith(f"Consistency score {score:.2f} — FAIL") and "luma_flicker fail" in headline
     data = json.loads(as_json)
     assert 0.0 <= score <= 1.0 and data["score"] == pytest.approx(score)
     assert data["verdict"] == "fail"
@@ -120,3 +126,37 @@ def test_source_flow_mode_judges_an_edit_along_the_source_motion():
     clean_edit = compute_metrics(source, flow_frames=source)
     assert clean_edit.values["struct_warp_mae"] < 1.5
     assert "| warp_mae |" in to_markdown(build_report(with_source))
+
+
+def test_every_metric_has_a_verdict_and_a_meaning(metrics):
+    assert set(METRICS) == set(THRESHOLDS) == set(DESCRIPTIONS) - {"dynamic"}
+    assert list(metrics["pan"].values) == list(METRICS)  # the report lists them in this order
+
+
+def test_metrics_report_flow_progress_and_stop_on_cancel():
+    clip = S.clean_clip(S.ClipSpec(frames=5, height=32, width=48, pan=(1.0, 0.0)))
+    bars = []
+
+    def progress_bar(total, desc):
+        bar = SilentBar(total, desc)
+        bars.append((desc, bar))
+        return bar
+
+    compute_metrics(clip, chunk_pairs=2, hooks=Hooks(progress=progress_bar))
+    assert [(desc, bar.value) for desc, bar in bars] == [("report: optical flow", 2)]
+
+    def cancelled():
+        raise Interrupted("cancelled by the user")
+
+    with pytest.raises(Interrupted):
+        compute_metrics(clip, hooks=Hooks(check_interrupt=cancelled))
+
+
+def test_report_node_stops_on_the_hosts_cancel():
+    clip = S.clean_clip(S.ClipSpec(frames=4, height=32, width=48, pan=(1.0, 0.0)))
+    progress.request_interrupt()  # what the CLI does on Ctrl-C
+    try:
+        with pytest.raises(Interrupted):
+            VideoDiTConsistencyReport().report(clip.permute(0, 2, 3, 1).contiguous())
+    finally:
+        progress.clear_interrupt()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfyui_videodit.runtime import previews
-from comfyui_videodit.samplers.latent_formats import WAN21
+from comfyui_videodit.core import latent_preview as previews
+from comfyui_videodit.core.latent_formats import FORMATS, WAN21
 
 
 def _expected_byte(value: float) -> int:
@@ -15,7 +15,7 @@ def _expected_byte(value: float) -> int:
 
 @pytest.mark.parametrize("name,channels", [("wan21", 16), ("wan22", 48)])
 def test_each_channel_adds_its_own_colour(name, channels):
-    factors, bias = previews.RGB_FACTORS[name]
+    factors, bias = FORMATS[name].rgb_factors, FORMATS[name].rgb_bias
     assert len(factors) == channels and all(len(row) == 3 for row in factors)
     x0 = torch.zeros(1, channels, 1, channels, 1)
     for c in range(channels):
@@ -54,8 +54,8 @@ def test_frames_are_spread_from_first_to_last():
 
 
 def test_format_is_inferred_or_checked():
-    assert previews.format_name(None, 48) == "wan22"
-    assert previews.format_name(WAN21, 16) == "wan21"
+    assert previews.preview_format(None, 48).name == "wan22"
+    assert previews.preview_format(WAN21, 16).name == "wan21"
     with pytest.raises(ValueError, match="wan22 has 48 channels, the latent has 16"):
         previews.latent_to_rgb(torch.zeros(1, 16, 1, 2, 2), "wan22")
     with pytest.raises(ValueError, match="no preview colours"):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfyui_videodit.model_loaders.wan_dit_loader import load_wan_dit
-from comfyui_videodit.samplers.conditioning import TEXT_LEN, VideoDiTConditioning
+from comfyui_videodit.core.conditioning import VideoDiTConditioning
+from comfyui_videodit.families.registry import load_model
+from comfyui_videodit.families.wan import WanFamily
 from comfyui_videodit.samplers.denoise import SamplingSettings, sample_video, seeded_noise
-from comfyui_videodit.samplers.latent_formats import get_format
+from comfyui_videodit.core.latent_formats import get_format
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -37,13 +38,13 @@ def tiny_transformer(tmp_path, name: str, *, in_channels: int = 16, seed: int = 
         parameter.data.normal_(0, 0.05)
     folder = tmp_path / name
     model.save_pretrained(folder, safe_serialization=True)
-    ours = load_wan_dit(folder / "diffusion_pytorch_model.safetensors", "fp32")
+    ours = load_model(folder / "diffusion_pytorch_model.safetensors", "fp32")
     return model, ours
 
 
 def text_embeddings(seed: int, tokens: int = 7) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    embeds = torch.zeros(1, TEXT_LEN, TEXT_DIM)
+    embeds = torch.zeros(1, WanFamily.text_spec.length, TEXT_DIM)
     embeds[:, :tokens] = torch.randn(1, tokens, TEXT_DIM, generator=g)
     return embeds
 
@@ -115,9 +116,9 @@ def test_two_experts_switch_where_diffusers_does(tmp_path):
     expected = run_pipeline(pipe, noise, positive, negative, steps, cfg, guidance_scale_2=cfg)
 
     used = []
-    high_call, low_call = high.managed.module.forward, low.managed.module.forward
-    high.managed.module.forward = lambda *a, **k: (used.append("high"), high_call(*a, **k))[1]
-    low.managed.module.forward = lambda *a, **k: (used.append("low"), low_call(*a, **k))[1]
+    high_call, low_call = high.network.forward, low.network.forward
+    high.network.forward = lambda *a, **k: (used.append("high"), high_call(*a, **k))[1]
+    low.network.forward = lambda *a, **k: (used.append("low"), low_call(*a, **k))[1]
     result = sample_video(high, VideoDiTConditioning(positive=positive, negative=negative),
                           {"samples": torch.zeros(shape)},
                           SamplingSettings(seed=seed, steps=steps, cfg=cfg, shift=shift,
@@ -247,7 +248,7 @@ def test_wan21_image_to_video_matches_wan_i2v_pipeline(tmp_path, variant):
     for parameter in transformer.parameters():
         parameter.data.normal_(0, 0.05)
     transformer.save_pretrained(tmp_path / variant, safe_serialization=True)
-    ours = load_wan_dit(tmp_path / variant / "diffusion_pytorch_model.safetensors", "fp32")
+    ours = load_model(tmp_path / variant / "diffusion_pytorch_model.safetensors", "fp32")
     assert ours.config.model_type == variant
 
     vae_ref, vae = tiny_reference_vae(tmp_path, "2.1", seed=7)

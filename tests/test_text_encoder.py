@@ -19,7 +19,8 @@ pytest.importorskip("sentencepiece")
 from comfyui_videodit.errors import InputError  # noqa: E402
 from comfyui_videodit.nodes.text import (VideoDiTNativeConditioning, VideoDiTTextEncode,  # noqa: E402
                                          VideoDiTTextEncoderLoader)
-from comfyui_videodit.runtime.prompt_cache import PROMPT_CACHE, PromptCache  # noqa: E402
+from comfyui_videodit.core.prompt_cache import PromptCache  # noqa: E402
+from comfyui_videodit.runtime.prompt_cache import PROMPT_CACHE  # noqa: E402
 
 CORPUS = """A cat walks on the grass in a sunny meadow, realistic style, golden hour lighting.
 Кошка идёт по траве в солнечный день, камера медленно движется вперёд.

@@ -12,6 +12,7 @@ from comfyui_videodit.model_loaders.wan_vae_loader import (LoadedVAE, snap_frame
 from comfyui_videodit.networks.wan_vae import WanVAE, WanVAEConfig
 from comfyui_videodit.nodes.vae import VideoDiTVAEDecode, VideoDiTVAEEncode, VideoDiTVAELoader
 from comfyui_videodit.runtime import progress as progress_module
+from comfyui_videodit.runtime.hooks import host_hooks
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -117,7 +118,7 @@ def test_chunks_report_progress_and_cancel_between_chunks(vae_files, monkeypatch
 
     monkeypatch.setattr(progress_module.Progress, "update", counting_update)
     with pytest.raises(Interrupted):
-        vae.decode(torch.zeros(1, 16, 4, 2, 2))
+        vae.decode(torch.zeros(1, 16, 4, 2, 2), hooks=host_hooks())
     assert updates == [4, 4]  # one bar step per latent frame; stopped after the second
     progress_module.clear_interrupt()
 
@@ -128,15 +129,15 @@ def test_chunked_decode_equals_one_pass_over_all_frames(vae_files):
     vae = load("tiny21.safetensors")
     torch.manual_seed(5)
     latent = torch.randn(1, 16, 3, 2, 2)
-    short = vae.decode(latent[:, :, :2], progress=False)
-    longer = vae.decode(latent, progress=False)
+    short = vae.decode(latent[:, :, :2])
+    longer = vae.decode(latent)
     assert torch.equal(longer[:5], short)
 
 
 def test_half_precision_weights_run(vae_files):
     vae = load("tiny22.safetensors", dtype="bf16")
     assert next(vae.network.parameters()).dtype == torch.bfloat16
-    latent = vae.encode(torch.rand(1, 16, 16, 3), progress=False)
+    latent = vae.encode(torch.rand(1, 16, 16, 3))
     assert latent.dtype == torch.float32 and torch.isfinite(latent).all()
     with pytest.raises(InputError, match="unknown dtype"):
         load("tiny22.safetensors", dtype="fp64")

@@ -72,11 +72,11 @@ def test_encode_and_decode_match_diffusers(pair, frames):
     with torch.no_grad():
         mu_ref = reference.encode(video).latent_dist.mode()
         pixels_ref = reference.decode(mu_ref).sample
-    mu = vae.encode(images, progress=False)
+    mu = vae.encode(images)
     assert mu.shape == mu_ref.shape
     print(f"Wan {cfg.version} {frames} frames: encode max err/std {relative_error(mu, mu_ref):.2e}", end="; ")
     assert relative_error(mu, mu_ref) <= TOLERANCE
-    decoded = vae.decode(mu_ref, progress=False)
+    decoded = vae.decode(mu_ref)
     expected = ((pixels_ref[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
     assert decoded.shape == expected.shape == images.shape
     print(f"decode max err/std {relative_error(decoded, expected):.2e}")
@@ -90,7 +90,7 @@ def test_diffusers_layout_file_loads_to_the_same_numbers(pair):
     from_diffusers = load_wan_vae(path, dtype="fp32")
     assert from_diffusers.network.config == vae.network.config == cfg
     latent = torch.randn(1, cfg.z_dim, 2, 3, 3)
-    assert torch.equal(from_diffusers.decode(latent, progress=False), vae.decode(latent, progress=False))
+    assert torch.equal(from_diffusers.decode(latent), vae.decode(latent))
 
 
 def test_rename_round_trips_every_diffusers_key(pair):
@@ -125,9 +125,9 @@ def test_tiled_decode_is_close_to_untiled(calm_vae):
     f = cfg.spatial_factor
     torch.manual_seed(3)
     latent = torch.randn(1, cfg.z_dim, 2, 12, 12)
-    whole = calm_vae.decode(latent, progress=False)
-    blended = psnr(calm_vae.decode(latent, tile=Tiling(size=8 * f, overlap=2 * f), progress=False), whole)
-    butted = psnr(calm_vae.decode(latent, tile=Tiling(size=6 * f, overlap=0), progress=False), whole)
+    whole = calm_vae.decode(latent)
+    blended = psnr(calm_vae.decode(latent, tile=Tiling(size=8 * f, overlap=2 * f)), whole)
+    butted = psnr(calm_vae.decode(latent, tile=Tiling(size=6 * f, overlap=0)), whole)
     print(f"Wan {cfg.version} tiled decode PSNR vs untiled: blended {blended:.1f} dB, "
           f"edge to edge {butted:.1f} dB")
     assert blended >= 20.0
@@ -138,8 +138,8 @@ def test_tiled_encode_is_close_to_untiled(pair):
     cfg, _, vae, _, _ = pair
     f = cfg.spatial_factor
     images = pixels_for(cfg, 5, 7 * f)
-    whole = vae.encode(images, progress=False)
-    tiled = vae.encode(images, tile=Tiling(size=4 * f, overlap=2 * f), progress=False)
+    whole = vae.encode(images)
+    tiled = vae.encode(images, tile=Tiling(size=4 * f, overlap=2 * f))
     assert tiled.shape == whole.shape
     assert ((tiled - whole).abs().mean() / whole.std()).item() < 0.5
 
@@ -156,14 +156,14 @@ def test_tiled_decode_matches_diffusers_where_one_tile_covers_the_frame(pair):
             expected = ((reference.decode(latent).sample[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
     finally:
         reference.disable_tiling()
-    ours = vae.decode(latent, tile=Tiling(size=8 * f, overlap=2 * f), progress=False)
+    ours = vae.decode(latent, tile=Tiling(size=8 * f, overlap=2 * f))
     assert relative_error(ours, expected) <= TOLERANCE
 
 
 def test_latent_statistics_conventions_agree_with_diffusers():
     """diffusers keeps raw latents and normalises in the pipeline with the config's mean/std,
     as we do; its default config carries the Wan 2.1 statistics we use."""
-    from comfyui_videodit.samplers.latent_formats import WAN21, WAN22
+    from comfyui_videodit.core.latent_formats import WAN21, WAN22
 
     import inspect
 

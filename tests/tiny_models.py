@@ -91,6 +91,25 @@ def write_clip_vision(folder: Path, name: str) -> Path:
     return folder / name
 
 
+def write_lora(folder: Path, name: str, *, seed: int = 0, rank: int = 4, alpha: float = 2.0,
+               dim: int = 256, ffn_dim: int = 64, layers: int = 2) -> Path:
+    """A LoRA for the tiny DiT in ComfyUI's names, shaped like the step-distill LoRAs: low-rank
+    factors with alpha on every block linear, plus bias differences (``diff_b``)."""
+    g = torch.Generator().manual_seed(100 + seed)
+    state = {}
+    shapes = {**{f"{a}.{p}": (dim, dim) for a in ("self_attn", "cross_attn") for p in "qkvo"},
+              "ffn.0": (ffn_dim, dim), "ffn.2": (dim, ffn_dim)}
+    for block in range(layers):
+        for module, (out_features, in_features) in shapes.items():
+            key = f"diffusion_model.blocks.{block}.{module}"
+            state[f"{key}.lora_down.weight"] = torch.randn(rank, in_features, generator=g) * 0.1
+            state[f"{key}.lora_up.weight"] = torch.randn(out_features, rank, generator=g) * 0.1
+            state[f"{key}.alpha"] = torch.tensor(alpha)
+            state[f"{key}.diff_b"] = torch.randn(out_features, generator=g) * 0.01
+    save_file(state, str(folder / name))
+    return folder / name
+
+
 def write_all(models_dir: Path) -> None:
     write_dit(models_dir / "diffusion_models", "tiny_t2v.safetensors", "t2v")
     write_dit(models_dir / "diffusion_models", "tiny_t2v_low.safetensors", "t2v", seed=5)
@@ -100,3 +119,5 @@ def write_all(models_dir: Path) -> None:
     write_vae(models_dir / "vae", "tiny_vae22.safetensors", "2.2")
     write_text_encoder(models_dir / "text_encoders", "tiny_umt5.safetensors")
     write_clip_vision(models_dir / "clip_vision", "tiny_clip_vision.safetensors")
+    write_lora(models_dir / "loras", "tiny_t2v_lora.safetensors")
+    write_lora(models_dir / "loras", "tiny_t2v_low_lora.safetensors", seed=1)

@@ -1,0 +1,85 @@
+"""The Wan family: Wan 2.1 (T2V 1.3B/14B, I2V, FLF2V) and Wan 2.2 (TI2V 5B, A14B experts).
+
+Files are read by ``model_loaders/wan_dit_loader.py`` (original, ComfyUI and diffusers layouts,
+every dtype and fp8 form); this module adds what the sampler needs to know about them.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.conditioning import ModelInputs
+from ..core.latent_formats import WAN21, WAN22
+from ..model_loaders import wan_dit_loader
+from ..networks.wan_dit import WanDiTConfig
+from .base import ImageInputs, LoadedWeights, ModelFamily, TextSpec
+
+
+class WanFamily(ModelFamily):
+    name = "wan"
+    title = "Wan 2.1 / 2.2"
+    # umT5-XXL embeddings, each prompt zero-padded to 512 tokens (Wan's text_len).
+    text_spec = TextSpec(encoder="umt5", length=512, padding="zeros")
+    weight_dtype_choices = wan_dit_loader.WEIGHT_DTYPE_CHOICES
+    weight_dtype_tooltip = wan_dit_loader.WEIGHT_DTYPE_TOOLTIP
+    vae_hint = ("make the latent with the VAE that belongs to this model (Wan 2.1 models and "
+                "Wan 2.2 A14B: wan_2.1_vae; Wan 2.2 5B: wan2.2_vae)")
+    image_model_hint = ("load an image-to-video model (Wan 2.1 I2V, Wan 2.2 TI2V 5B or A14B I2V) "
+                        "or remove VideoDiT Image To Video")
+    expert_pair_hint = "use the high-noise and low-noise files of the same Wan 2.2 A14B model"
+
+    def recognizes(self, shapes: dict[str, tuple[int, ...]]) -> bool:
+        return wan_dit_loader.looks_like_wan_dit(shapes)
+
+    def load(self, path: Path, *, weight_dtype: str = "default", name: str | None = None,
+             device: torch.device | None = None) -> LoadedWeights:
+        loaded = wan_dit_loader.load_wan_dit(path, weight_dtype, name=name, device=device)
+        # The 48-channel models (Wan 2.2 TI2V 5B) work in the Wan 2.2 VAE's latents.
+        fmt = WAN22 if loaded.config.in_dim == WAN22.channels else WAN21
+        return LoadedWeights(loaded.network, loaded.config, loaded.variant, fmt,
+                             loaded.compute_dtype, loaded.file_name, list(loaded.notes))
+
+    def image_inputs(self, config: WanDiTConfig) -> ImageInputs:
+        return ImageInputs(channels=config.in_dim != config.out_dim,
+                           first_frames=config.model_type == "ti2v",
+                           clip_tokens=config.has_image_input)
+
+    def pairs_with(self, config: WanDiTConfig, other_config: WanDiTConfig) -> bool:
+        # A14B high/low-noise experts: the same input layout (and so the same latents).
+        return config.in_dim == other_config.in_dim and config.out_dim == other_config.out_dim
+
+    def velocity(self, network: nn.Module, config: WanDiTConfig, x: torch.Tensor, sigma: float,
+                 inputs: ModelInputs, *, compute_dtype: torch.dtype) -> torch.Tensor:
+        device = next(network.parameters()).device
+        t_value = model_timestep(sigma, inputs.integer_timesteps)
+        if inputs.first_frames:
+            t = per_token_timesteps(x.shape, inputs.first_frames, t_value, config.patch_size)
+        else:
+            t = torch.full((x.shape[0],), t_value)
+        extra = {}
+        if inputs.concat_latent is not None:
+            extra["y"] = inputs.concat_latent.to(device, compute_dtype)
+        if inputs.clip_features is not None and config.has_image_input:
+            extra["clip_features"] = inputs.clip_features.to(device, compute_dtype)
+        return network(x.to(device, compute_dtype), t.to(device),
+                       inputs.text.to(device, compute_dtype), **extra).float()
+
+
+def model_timestep(sigma: float, integer: bool) -> float:
+    """Wan's reference samplers hand the network integer timesteps ``int(sigma * 1000)``; so
+    does diffusers' UniPC. Unrounded is diffusers' flow-match Euler."""
+    t = sigma * 1000.0
+    return float(math.floor(t)) if integer else t
+
+
+def per_token_timesteps(shape, given_frames: int, t_value: float, patch) -> torch.Tensor:
+    """[B, tokens]: 0 for the tokens of the given first latent frames, t elsewhere (TI2V)."""
+    batch, _, frames, height, width = shape
+    pt, ph, pw = patch
+    per_frame = (height // ph) * (width // pw)
+    t = torch.full((batch, (frames // pt) * per_frame), t_value)
+    t[:, :(given_frames // pt) * per_frame] = 0.0
+    return t
