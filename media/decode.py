@@ -137,8 +137,12 @@ def load_clip(path: str | Path, frames: FrameRange = FrameRange(), size: SizeRul
         kept: list[np.ndarray] = []
         decoded = _Counted(source.frames)
         with hooks.progress(planned or 1, f"loading {path.name}") as progress:
-            try:
-                for frame in select_frames(decoded, frames, source.fps):
+            selected = iter(select_frames(decoded, frames, source.fps))
+            while True:
+                try:
+                    frame = next(selected, None)
+                    if frame is None:
+                        break
                     if (len(kept) + 1) * frame_bytes > budget:
                         raise _over_budget(None, width, height, frame_bytes, budget)
                     rgb = frame.to_rgb(*convert_size)
@@ -146,12 +150,13 @@ def load_clip(path: str | Path, frames: FrameRange = FrameRange(), size: SizeRul
                         top = (source.height - height) // 2
                         left = (source.width - width) // 2
                         rgb = rgb[top:top + height, left:left + width]
-                    kept.append(rgb)
-                    progress.update(1)
-            except InputError:
-                raise
-            except Exception as err:  # FFmpeg/Pillow errors on damaged data
-                raise _unreadable(path, err, input) from err
+                except InputError:
+                    raise
+                except Exception as err:  # FFmpeg/Pillow errors on damaged data
+                    raise _unreadable(path, err, input) from err
+                kept.append(rgb)
+                # Outside the try: a Cancel raised by the bar is a Cancel, not a damaged file.
+                progress.update(1)
         _check_complete(path, decoded, source.frame_count, input)
     finally:
         source.close()

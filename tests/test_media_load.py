@@ -114,6 +114,24 @@ def test_loading_reports_progress_through_its_hooks(numbered_clip, folders):
         (f"loading {numbered_clip}", 5, 5)]
 
 
+def test_cancel_while_loading_is_a_cancel_not_a_damaged_file(numbered_clip, folders):
+    """Cancel is raised by the progress bar inside the decode loop; it must reach the host as
+    the interrupt it is (ComfyUI then shows "interrupted"), not as "cannot read <file>"."""
+    from comfyui_videodit.core.hooks import Hooks, SilentBar
+    from comfyui_videodit.errors import Interrupted
+
+    class CancelAtThird(SilentBar):
+        def update(self, n=1, preview=None):
+            super().update(n, preview)
+            if self.value == 3:
+                raise Interrupted("cancelled by the user")
+
+    input_dir, _ = folders
+    with pytest.raises(Interrupted):
+        decode.load_clip(input_dir / numbered_clip, decode.FrameRange(frame_limit=8),
+                         hooks=Hooks(progress=CancelAtThird))
+
+
 def test_skipping_everything_is_an_input_error(numbered_clip):
     with pytest.raises(InputError, match="skip_first_frames"):
         load(numbered_clip, skip_first_frames=100)
