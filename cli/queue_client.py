@@ -283,6 +283,14 @@ class BatchRunner:
         self.pending.insert(0, item)
         self.changed.set()
 
+    def _fail_run(self, item, label: str, server, started, error: str) -> None:
+        """Record a job the server ran and reported as failed (or answered unreadably)."""
+        self._record(item, "failed", started_at=started, finished_at=now_iso(),
+                     seconds=self._seconds(item, started), error=error)
+        self.reporter.failed += 1
+        self._finish()
+        self.reporter.log(f"{label}: failed on {server.url}: {error}")
+
     def _lost(self, item: PreparedJob, error: str) -> None:
         """Queue a lost job again, unless it keeps getting lost (a job that crashes its
         server would otherwise take every server down in turn, forever)."""
@@ -404,21 +412,14 @@ class BatchRunner:
             return
         malformed = _malformed_history(history)
         if malformed:
-            error = f"the server's /history entry for prompt {prompt_id} is malformed: {malformed}"
-            self._record(item, "failed", started_at=started, finished_at=now_iso(),
-                         seconds=self._seconds(item, started), error=error)
-            self.reporter.failed += 1
-            self._finish()
-            self.reporter.log(f"{label}: failed on {server.url}: {error}")
+            self._fail_run(item, label, server, started,
+                           f"the server's /history entry for prompt {prompt_id} is malformed: "
+                           f"{malformed}")
             return
         status = history.get("status") or {}
         if status.get("status_str") == "error" or not status.get("completed", True):
-            error = _history_error(history) or "the prompt failed"
-            self._record(item, "failed", started_at=started, finished_at=now_iso(),
-                         seconds=self._seconds(item, started), error=error)
-            self.reporter.failed += 1
-            self._finish()
-            self.reporter.log(f"{label}: failed on {server.url}: {error}")
+            self._fail_run(item, label, server, started,
+                           _history_error(history) or "the prompt failed")
             return
         outputs = await self._download(server, item, history)
         extra = {}
