@@ -45,6 +45,7 @@ class VideoDiTConsistencyReport:
         from ..errors import InputError
         from ..runtime.devices import compute_device
         from ..runtime.hooks import host_hooks
+        from ..runtime.node_previews import temp_image_previews
 
         frames = image_to_frames(images, input="images", min_frames=2)
         if not fps or fps <= 0:
@@ -56,7 +57,13 @@ class VideoDiTConsistencyReport:
                                               hooks=host_hooks())
         # An output node, so it runs and shows its verdict even with no output connected:
         # ComfyUI draws the "text" on the node, the headless runner prints it.
-        return {"ui": {"text": [summary_line(report)]},
+        # The plot's title carries the score and verdict, so showing it on the node (as Preview
+        # Image does) shows the verdict in the editor; "text" is what the headless runner prints.
+        ui = {"text": [summary_line(report)]}
+        previews = temp_image_previews(image, "videodit_consistency_report")
+        if previews:
+            ui["images"] = previews
+        return {"ui": ui,
                 "result": (float(report["score"]), to_markdown(report), to_json(report), image)}
 
 

@@ -117,6 +117,31 @@ def test_report_node_outputs(metrics):
         VideoDiTConsistencyReport().report(images[:1], 16.0)
 
 
+def test_inside_comfyui_the_report_plot_is_shown_on_the_node(tmp_path, monkeypatch):
+    """ComfyUI's editor draws an output node's ui "images" (temp folder) on the node, as it does
+    for Preview Image; the plot's title carries the verdict. Standalone nothing is written."""
+    from PIL import Image
+
+    from comfyui_videodit.runtime import host, io_folders
+
+    clip = S.global_flicker(S.clean_clip(S.ClipSpec(**SMALL, pan=(1.0, 0.0))))
+    images = clip.permute(0, 2, 3, 1).contiguous()
+    monkeypatch.setattr(io_folders, "_overrides", {**io_folders._overrides, "temp": tmp_path})
+    standalone = VideoDiTConsistencyReport().report(images, 16.0)
+    assert "images" not in standalone["ui"] and not list(tmp_path.iterdir())
+
+    monkeypatch.setattr(host, "inside_comfyui", lambda: True)
+    monkeypatch.setattr(io_folders, "comfy_module", lambda name: None)
+    returned = VideoDiTConsistencyReport().report(images, 16.0)
+    (entry,) = returned["ui"]["images"]
+    assert entry["type"] == "temp" and entry["subfolder"] == ""
+    shown = Image.open(tmp_path / entry["filename"])
+    plot = returned["result"][3]
+    assert shown.size == (plot.shape[2], plot.shape[1])
+    assert (torch.tensor(list(shown.getdata()), dtype=torch.float32).view(plot.shape[1:]) / 255
+            - plot[0]).abs().max() <= 0.5 / 255 + 1e-6
+
+
 def test_source_flow_mode_judges_an_edit_along_the_source_motion():
     source = S.clean_clip(S.ClipSpec(**SMALL, pan=(1.3, 0.4)))
     edit = S.shimmer(source)  # edited frames whose texture boils
