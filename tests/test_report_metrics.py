@@ -139,7 +139,7 @@ def test_inside_comfyui_the_report_plot_is_shown_on_the_node(tmp_path, monkeypat
     shown = Image.open(tmp_path / entry["filename"])
     plot = returned["result"][3]
     assert shown.size == (plot.shape[2], plot.shape[1])
-    assert (torch.from_numpy(np.asarray(shown.convert("RGB"))).float() / 255
+    assert (torch.from_numpy(np.array(shown.convert("RGB"))).float() / 255
             - plot[0]).abs().max() <= 0.5 / 255 + 1e-6
 
 
