@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.finite import all_finite, non_finite_count
 from ..core.placement import supports_dtype
 from ..errors import InputError
 from . import quantization
@@ -127,11 +128,9 @@ def check_finite_weights(tensor: torch.Tensor, key: str, file: Path, *, input: s
     their scales are applied, by the sampler."""
     if not tensor.dtype.is_floating_point or tensor.dtype in quantization.FP8_DTYPES:
         return
-    # A float32 sum is one pass with no temporary; NaN or infinity always makes it non-finite
-    # (an overflowing sum of finite values is told apart by the exact check).
-    if bool(torch.isfinite(tensor.sum(dtype=torch.float32))) or bool(torch.isfinite(tensor).all()):
+    if all_finite(tensor):
         return
-    bad = int((~torch.isfinite(tensor)).sum())
+    bad = non_finite_count(tensor)
     raise InputError(f"{file.name} holds NaN or infinite numbers in tensor {key!r} ({bad} of "
                      f"{tensor.numel()} values) after reading it as {tensor.dtype}".replace(
                          "torch.", ""),

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.finite import all_finite, non_finite_count
 from ..errors import InputError
 from .checkpoint_file import SAFETENSORS_SUFFIXES, iter_tensors, read_header
 from .detect import KIND_DESCRIPTIONS, KIND_LORA, KIND_UNKNOWN, detect_kind
@@ -247,8 +248,8 @@ def read_lora(path: str | Path, *, name: str | None = None, input: str = INPUT) 
     tensors: dict[str, torch.Tensor] = {}
     for key, dtype, read in iter_tensors(path, input=input):
         tensor = read()
-        if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
+        if not all_finite(tensor):
+            bad = non_finite_count(tensor)
             raise InputError(f"{name} holds NaN or infinite numbers in tensor {key!r} ({bad} of "
                              f"{tensor.numel()} values); applying it would turn the video black",
                              input=input, fix="download the LoRA again or use another one "

@@ -53,12 +53,16 @@ def _named_arguments(signature, self, args, kwargs) -> dict:
         return kwargs
 
 
+def _non_finite_error(name: str, value: float) -> InputError:
+    return InputError(f"{value} is not a finite number", input=name,
+                      fix="give it an ordinary number (NaN and infinity are not allowed)")
+
+
 def _refuse_non_finite(kwargs) -> None:
     """A NaN or infinite number widget would only show up as a black clip at the end."""
     for name, value in kwargs.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise InputError(f"{value} is not a finite number", input=name,
-                             fix="give it an ordinary number (NaN and infinity are not allowed)")
+            raise _non_finite_error(name, value)
 
 
 def validate_numbers(cls, **values) -> bool | str:
@@ -76,9 +80,7 @@ def validate_numbers(cls, **values) -> bool | str:
             continue
         low, high = options.get("min"), options.get("max")
         if not math.isfinite(value):
-            found.append(InputError(f"{value} is not a finite number", input=name,
-                                    fix="give it an ordinary number (NaN and infinity are not "
-                                    "allowed)"))
+            found.append(_non_finite_error(name, value))
         elif (low is not None and value < low) or (high is not None and value > high):
             found.append(InputError(f"{value} is outside {low}..{high}", input=name,
                                     fix=f"use a value from {low} to {high}"))

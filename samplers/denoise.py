@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.conditioning import FIRST_FRAMES_KEY, ModelInputs, VideoDiTConditioning
+from ..core.finite import all_finite
 from ..core.hooks import NO_HOOKS, Hooks
 from ..core.latent_formats import LATENT_FORMAT_KEY, LatentFormat
 from ..core.latent_preview import preview_image
@@ -71,7 +72,7 @@ def check_finite(x: torch.Tensor, step: int | None, steps: int) -> None:
 
     ``step`` is the 0-based step just taken (None: the input latent). One reduction per step.
     """
-    if bool(torch.isfinite(x.sum(dtype=torch.float32))) or bool(torch.isfinite(x).all()):
+    if all_finite(x):
         return
     if step is None:
         raise InputError("the input latent contains NaN or infinite values", input="latent",
