@@ -184,10 +184,15 @@ def differences(shapes, g, strength):
                            ("blocks.0.self_attn.q.diff_b", "blocks.0.self_attn.q.bias"),
                            ("blocks.1.self_attn.norm_k.diff", "blocks.1.self_attn.norm_k.weight"),
                            ("blocks.0.ffn.2.diff", "blocks.0.ffn.2.weight")]:
-        diff = rnd(g, *shapes[parameter], scale=0.05)
-        tensors[f"diffusion_model.{key}"] = diff
-        expected[parameter] = strength * diff
+        add_diff(tensors, expected, key, shapes[parameter], parameter, g, strength)
     return tensors, expected
+
+
+def add_diff(tensors, expected, key, shape, parameter, g, strength):
+    """A full-weight difference ``key`` for ``parameter``, and what it adds at ``strength``."""
+    diff = rnd(g, *shape, scale=0.05)
+    tensors[f"diffusion_model.{key}"] = diff
+    expected[parameter] = strength * diff
 
 
 def image_layers(shapes, g, strength):  # Wan 2.1 I2V: CLIP projection and image attention
@@ -199,9 +204,7 @@ def image_layers(shapes, g, strength):  # Wan 2.1 I2V: CLIP projection and image
                             "blocks.0.cross_attn.norm_k_img.weight"),
                            ("img_emb.proj.0.diff", "img_emb.proj.0.weight"),
                            ("img_emb.proj.0.diff_b", "img_emb.proj.0.bias")]:
-        diff = rnd(g, *shapes[parameter], scale=0.05)
-        tensors[f"diffusion_model.{key}"] = diff
-        expected[parameter] = strength * diff
+        add_diff(tensors, expected, key, shapes[parameter], parameter, g, strength)
     return tensors, expected
 
 
