@@ -45,3 +45,6 @@ class ModelInputs:
     clip_features: torch.Tensor | None = None   # image tokens put before the text
     first_frames: int = 0                       # clean latent frames at the start (timestep 0)
     integer_timesteps: bool = True              # hand the network int(sigma * 1000)
+    # Which guidance pass this is: "positive", "negative", or "both" (the two stacked on the
+    # batch axis, positive first). Step caches keep one cache per branch.
+    branch: str = "positive"

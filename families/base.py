@@ -102,6 +102,12 @@ class ModelFamily:
         return config == other_config
 
     def velocity(self, network: nn.Module, config: Any, x: torch.Tensor, sigma: float,
-                 inputs: ModelInputs, *, compute_dtype: torch.dtype) -> torch.Tensor:
-        """``v`` (float32, on the network's device) for the latent ``x`` at noise ``sigma``."""
+                 inputs: ModelInputs, *, compute_dtype: torch.dtype,
+                 run: Any = None) -> torch.Tensor:
+        """``v`` (float32, on the network's device) for the latent ``x`` at noise ``sigma``.
+
+        ``run`` is the sampling run's ``core.run_info.RunInfo`` (None outside a run): a family
+        may keep values that do not change between steps in ``run.state`` and reads the
+        forward options patches set in ``run.options``.
+        """
         raise NotImplementedError

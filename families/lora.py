@@ -34,6 +34,7 @@ from ..model_loaders.lora_file import (INPUT, LoraFile, WeightChange, describe_w
                                        read_lora)
 from ..model_loaders.loader_core import few
 from ..networks.quantized_linear import QuantizedLinear
+from ..core.run_info import RunInfo
 from .model import ModelPatch, VideoModel, Velocity, WeightUpdate
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class LoraPatch(ModelPatch):
         return {m.parameter: _merge(m.changes, self.strength) for m in self._merged}
 
     # -- beside fp8 weights --------------------------------------------------------------------
-    def wrap_velocity(self, velocity: Velocity, model: VideoModel) -> Velocity:
+    def wrap_velocity(self, velocity: Velocity, model: VideoModel, run: RunInfo) -> Velocity:
         if not self._on_the_fly:
             return velocity
         network = model.network

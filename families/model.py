@@ -16,7 +16,12 @@ A patch changes a model in one or both of two ways (:class:`ModelPatch`):
   not merged twice.
 * **the velocity call**: a wrapper around ``velocity(x, sigma, inputs)`` (a step cache, hints
   added to the blocks). Wrappers are built fresh for every sampling run (:meth:`VideoModel.run`),
-  so any state they keep starts clean for each run and each expert.
+  so any state they keep starts clean for each run and each expert. They see the run's
+  :class:`RunInfo` (its noise schedule, per-run state and forward options) and may register
+  a callback for the end of the run (to log what they did).
+* **where the weights are while it runs**: a patch may hand back its own
+  :class:`..core.placement.Placement` for the shared network (block swap streams the blocks
+  instead of loading the network whole); the last patch that does governs.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from torch import nn
 from ..core.conditioning import ModelInputs
 from ..core.latent_formats import LatentFormat
 from ..core.placement import Placement
+from ..core.run_info import RunInfo
 from .base import ImageInputs, LoadedWeights, ModelFamily
 
 Velocity = Callable[[torch.Tensor, float, ModelInputs], torch.Tensor]
@@ -46,9 +52,14 @@ class ModelPatch:
         """Parameter name (as in ``network.named_parameters()``) -> update."""
         return {}
 
-    def wrap_velocity(self, velocity: Velocity, model: "VideoModel") -> Velocity:
+    def wrap_velocity(self, velocity: Velocity, model: "VideoModel", run: RunInfo) -> Velocity:
         """The velocity call of one sampling run, wrapped (default: unchanged)."""
         return velocity
+
+    def placement(self, model: "VideoModel", base: Placement) -> Placement | None:
+        """Where the shared network's weights are while this model object runs (None: as
+        ``base``, the loader's placement, says)."""
+        return None
 
     def describe(self) -> str:
         return self.name
@@ -62,6 +73,7 @@ class SharedWeights:
         self.loaded = loaded
         self.family = family
         self.placement = placement
+        self._current_placement = placement          # the one that moved the weights last
         self._applied: tuple[ModelPatch, ...] = ()   # weight patches now merged, in order
         self._originals: dict[str, torch.Tensor] = {}
 
@@ -99,6 +111,16 @@ class SharedWeights:
                 self._originals[key] = original.to(self.placement.offload_device)
                 parameter.data = patched.to(original.device, original.dtype)
         self._applied = wanted
+
+    def placement_in_use(self, placement: Placement) -> None:
+        """Switch which placement manages the network, offloading through the previous one
+        (its bookkeeping, e.g. ComfyUI's, then knows the weights left the device)."""
+        if self._current_placement is not placement:
+            self._current_placement.offload()
+            self._current_placement = placement
+
+    def offload(self) -> None:
+        self._current_placement.offload()
 
     def restore(self) -> None:
         """Put the original weights back (nothing to do when no patch set is applied)."""
@@ -183,24 +205,39 @@ class VideoModel:
         return VideoModel(self._weights, self.patches + (patch,))
 
     # -- running -------------------------------------------------------------------------------
-    def run(self) -> Velocity:
+    @property
+    def active_placement(self) -> Placement:
+        """Where the weights go while this model object runs (a patch may choose)."""
+        base = chosen = self._weights.placement
+        for patch in self.patches:
+            chosen = patch.placement(self, base) or chosen
+        return chosen
+
+    def run(self, run: RunInfo | None = None) -> Velocity:
         """The velocity call for one sampling run: ``velocity(x, sigma, inputs) -> v``.
 
         Each call puts the weights on the compute device (the placement may have offloaded
-        them, e.g. to run the other A14B expert) with this object's patches applied.
+        them, e.g. to run the other A14B expert) with this object's patches applied. The
+        caller ends the run with ``run.finish()``.
         """
+        run = run if run is not None else RunInfo()
+        placement = self.active_placement
+
         def velocity(x: torch.Tensor, sigma: float, inputs: ModelInputs) -> torch.Tensor:
-            with self._weights.placement.use() as network:
+            # A sibling branch may have placed the same network differently (streamed, or
+            # whole): hand it over through the previous placement first.
+            self._weights.placement_in_use(placement)
+            with placement.use() as network:
                 self._weights.apply(self.patches, self)
                 return self.family.velocity(network, self.config, x, sigma, inputs,
-                                            compute_dtype=self.compute_dtype)
+                                            compute_dtype=self.compute_dtype, run=run)
 
         for patch in self.patches:
-            velocity = patch.wrap_velocity(velocity, self)
+            velocity = patch.wrap_velocity(velocity, self, run)
         return velocity
 
     def offload(self) -> None:
-        self._weights.placement.offload()
+        self._weights.offload()
 
     def restore_weights(self) -> None:
         """Undo any patch merged into the shared weights (they are re-applied on next use)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +53,8 @@ class WanFamily(ModelFamily):
         return config.in_dim == other_config.in_dim and config.out_dim == other_config.out_dim
 
     def velocity(self, network: nn.Module, config: WanDiTConfig, x: torch.Tensor, sigma: float,
-                 inputs: ModelInputs, *, compute_dtype: torch.dtype) -> torch.Tensor:
+                 inputs: ModelInputs, *, compute_dtype: torch.dtype,
+                 run: Any = None) -> torch.Tensor:
         device = next(network.parameters()).device
         t_value = model_timestep(sigma, inputs.integer_timesteps)
         if inputs.first_frames:

@@ -13,6 +13,7 @@ Progress, previews and Cancel come in as :class:`..core.hooks.Hooks`.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from ..core.finite import all_finite
 from ..core.hooks import NO_HOOKS, Hooks
 from ..core.latent_formats import LATENT_FORMAT_KEY, LatentFormat
 from ..core.latent_preview import preview_image
+from ..core.run_info import RunInfo
 from ..errors import InputError
 from .schedules import flow_sigmas
 from .solvers import SOLVERS
@@ -86,13 +88,20 @@ def check_finite(x: torch.Tensor, step: int | None, steps: int) -> None:
 
 
 class GuidedModel:
-    """One expert as a clean-sample predictor ``x0 = x - sigma * v`` with CFG applied."""
+    """One expert as a clean-sample predictor ``x0 = x - sigma * v`` with CFG applied.
+
+    At cfg 1 it makes one model pass per step. Otherwise the positive and negative passes run
+    one after the other, or stacked into one batch when ``batch_cfg`` (same numbers, one pass
+    with twice the activations: faster where the device is not already saturated).
+    """
 
     def __init__(self, model, cond: VideoDiTConditioning, cfg: float, batch: int,
-                 integer_timesteps: bool):
+                 integer_timesteps: bool, *, sigmas=(), label: str = "model",
+                 batch_cfg: bool = False):
         self.model = model
         self.cfg = float(cfg)
         self.integer_timesteps = integer_timesteps
+        self.batch_cfg = bool(batch_cfg)
         if self.cfg != 1.0 and cond.negative is None:
             raise InputError("cfg is not 1 but the conditioning has no negative prompt",
                              input="cfg", fix="set cfg to 1 or encode a negative prompt")
@@ -105,7 +114,12 @@ class GuidedModel:
             raise InputError(f"{model.file_name} is an image-to-video model and needs a start image",
                              input="conditioning", fix="put VideoDiT Image To Video between the "
                              "text encode node and the sampler")
-        self._velocity = model.run()
+        self.run = RunInfo(sigmas=tuple(float(s) for s in sigmas), label=label)
+        self._velocity = model.run(self.run)
+
+    def finish(self) -> None:
+        """End of the sampling run: patches log what they did, per-run state is dropped."""
+        self.run.finish()
 
     def timestep(self, sigma: float) -> float:
         """The expert switch compares noise levels on the models' 0-1000 timestep scale."""
@@ -113,15 +127,21 @@ class GuidedModel:
         return float(math.floor(t)) if self.integer_timesteps else t
 
     def velocity(self, x: torch.Tensor, sigma: float, first_frames: int = 0) -> torch.Tensor:
-        def inputs(text: torch.Tensor) -> ModelInputs:
-            return ModelInputs(text=text, concat_latent=self.y, clip_features=self.clip,
+        def inputs(text: torch.Tensor, branch: str, copies: int = 1) -> ModelInputs:
+            return ModelInputs(text=text, concat_latent=_stacked(self.y, copies),
+                               clip_features=_stacked(self.clip, copies),
                                first_frames=first_frames,
-                               integer_timesteps=self.integer_timesteps)
+                               integer_timesteps=self.integer_timesteps, branch=branch)
 
-        cond = self._velocity(x, sigma, inputs(self.positive))
         if self.negative is None:
-            return cond.to(x.device)
-        uncond = self._velocity(x, sigma, inputs(self.negative))
+            return self._velocity(x, sigma, inputs(self.positive, "positive")).to(x.device)
+        if self.batch_cfg:
+            both = self._velocity(torch.cat([x, x]), sigma,
+                                  inputs(torch.cat([self.positive, self.negative]), "both", 2))
+            cond, uncond = both.chunk(2)
+        else:
+            cond = self._velocity(x, sigma, inputs(self.positive, "positive"))
+            uncond = self._velocity(x, sigma, inputs(self.negative, "negative"))
         return (uncond + self.cfg * (cond - uncond)).to(x.device)
 
 
@@ -191,14 +211,18 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
         first_frames = _batched(first_frames, raw.shape[0]).float()
 
     batch = raw.shape[0]
-    high = GuidedModel(model, conditioning, settings.cfg, batch, settings.integer_timesteps)
+    batch_cfg = cfg_batching(tuple(raw.shape))
+    high = GuidedModel(model, conditioning, settings.cfg, batch, settings.integer_timesteps,
+                       sigmas=sigmas, label="high-noise expert" if model_low_noise else "model",
+                       batch_cfg=batch_cfg)
     experts = [(high, -math.inf)]
     if model_low_noise is not None:
         boundary = settings.boundary if settings.boundary is not None else (
             DEFAULT_BOUNDARY_I2V if conditioning.concat_latent is not None or first_frames is not None
             else DEFAULT_BOUNDARY_T2V)
         low_cfg = settings.cfg_low_noise if settings.cfg_low_noise is not None else settings.cfg
-        low = GuidedModel(model_low_noise, conditioning, low_cfg, batch, settings.integer_timesteps)
+        low = GuidedModel(model_low_noise, conditioning, low_cfg, batch, settings.integer_timesteps,
+                          sigmas=sigmas, label="low-noise expert", batch_cfg=batch_cfg)
         experts = [(high, boundary * 1000.0), (low, -math.inf)]
 
     def swap_in(expert: GuidedModel) -> None:
@@ -221,7 +245,11 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
 
         solver = SOLVERS[settings.sampler]
         kwargs = {"noise": extra_noise} if settings.sampler == "flow_distilled" else {}
-        x = solver(denoiser, x, sigmas, on_step, **kwargs)
+        try:
+            x = solver(denoiser, x, sigmas, on_step, **kwargs)
+        finally:
+            for expert, _ in experts:
+                expert.finish()
 
     if first_frames is not None:
         x[:, :, :first_frames.shape[2]] = first_frames
@@ -246,6 +274,20 @@ def image_conditioning_for(model, cond: VideoDiTConditioning) -> VideoDiTConditi
     if takes.channels:
         return cond.replace(extras={k: v for k, v in cond.extras.items() if k != FIRST_FRAMES_KEY})
     return cond.replace(concat_latent=None)
+
+
+def cfg_batching(latent_shape: tuple[int, ...]) -> bool:
+    """Whether to stack the positive and negative passes into one batch.
+
+    ``VIDEODIT_CFG_BATCH=1``/``0`` decides; unset, they stay separate: on a CPU the matmuls of
+    one pass already keep every core busy, so stacking only doubles the activation memory
+    (measured in bench/step_cache.py), and on a GPU the memory plan is what may allow it.
+    """
+    return os.environ.get("VIDEODIT_CFG_BATCH", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _stacked(tensor: torch.Tensor | None, copies: int) -> torch.Tensor | None:
+    return tensor if tensor is None or copies == 1 else torch.cat([tensor] * copies)
 
 
 def _batched(tensor: torch.Tensor | None, batch: int) -> torch.Tensor | None:
@@ -280,10 +322,13 @@ def flowedit_video(model, source: VideoDiTConditioning, target: VideoDiTConditio
         raise InputError(f"refine_steps ({refine_steps}) exceeds the steps left after skipping "
                          f"({steps - skip_steps})", input="refine_steps", fix="lower it (0 is usual)")
     batch = raw.shape[0]
-    guided_source = GuidedModel(model, source, source_cfg, batch, True)
-    guided_target = GuidedModel(model, target, target_cfg, batch, True)
-
     sigmas = flow_sigmas(steps, shift)
+    batch_cfg = cfg_batching(tuple(raw.shape))
+    guided_source = GuidedModel(model, source, source_cfg, batch, True, sigmas=sigmas,
+                                label="source", batch_cfg=batch_cfg)
+    guided_target = GuidedModel(model, target, target_cfg, batch, True, sigmas=sigmas,
+                                label="target", batch_cfg=batch_cfg)
+
     noise = _noise_stream(tuple(raw.shape), seed - 1)
     with hooks.progress(steps - skip_steps, "FlowEdit") as bar:
         report = _step_reporter(bar, fmt, hooks)
@@ -293,9 +338,13 @@ def flowedit_video(model, source: VideoDiTConditioning, target: VideoDiTConditio
             report(current)
 
         check_finite(raw, None, steps)
-        edited = flowedit(guided_source.velocity, guided_target.velocity, fmt.normalize(raw),
-                          sigmas, skip_steps=skip_steps, refine_steps=refine_steps, n_avg=n_avg,
-                          noise=noise, callback=on_step)
+        try:
+            edited = flowedit(guided_source.velocity, guided_target.velocity, fmt.normalize(raw),
+                              sigmas, skip_steps=skip_steps, refine_steps=refine_steps,
+                              n_avg=n_avg, noise=noise, callback=on_step)
+        finally:
+            guided_source.finish()
+            guided_target.finish()
     out = dict(source_latent)
     out.pop("noise_mask", None)
     out["samples"] = fmt.denormalize(edited).cpu()

@@ -480,7 +480,7 @@ class CountCalls(ModelPatch):
     def __init__(self):
         self.calls = 0
 
-    def wrap_velocity(self, velocity_call, model):
+    def wrap_velocity(self, velocity_call, model, run):
         def counted(x, sigma, inputs):
             self.calls += 1
             return velocity_call(x, sigma, inputs)

@@ -71,7 +71,7 @@ class ToyFamily(ModelFamily):
         return LoadedWeights(network.eval().requires_grad_(False), {"layers": layers}, "toy-dit",
                              WAN21, torch.float32, name or path.name)
 
-    def velocity(self, network, config, x, sigma, inputs, *, compute_dtype):
+    def velocity(self, network, config, x, sigma, inputs, *, compute_dtype, run=None):
         self.velocity_calls += 1
         device = next(network.parameters()).device
         t = torch.full((x.shape[0],), sigma * 1000.0, device=device)

@@ -38,7 +38,7 @@ class CountCalls(ModelPatch):
     def __init__(self):
         self.runs = []
 
-    def wrap_velocity(self, velocity, model):
+    def wrap_velocity(self, velocity, model, run):
         calls = [0]
         self.runs.append(calls)
 

@@ -90,7 +90,7 @@ class _NaNFromStep(ModelPatch):
     def __init__(self, first_bad_call: int):
         self.first_bad_call = first_bad_call
 
-    def wrap_velocity(self, velocity, model):
+    def wrap_velocity(self, velocity, model, run):
         calls = [0]
 
         def wrapped(x, sigma, inputs):
