@@ -116,25 +116,30 @@ def padding_as_bias(dit: WanDiT, bias: torch.Tensor):
     def embed_only(context, clip_features, dtype):
         return dit.text_embedding(context.to(dtype))
 
-    def cross_attention(attn, x, context):
+    def keys_values(attn, context):
         heads = attn.num_heads
-        q = attn.norm_q(attn.q(x)).unflatten(-1, (heads, -1)).transpose(1, 2)
-        k = attn.norm_k(attn.k(context)).unflatten(-1, (heads, -1)).transpose(1, 2)
-        v = attn.v(context).unflatten(-1, (heads, -1)).transpose(1, 2)
+        k = attn.norm_k(attn.k(context)).to(context.dtype).unflatten(-1, (heads, -1))
+        v = attn.v(context).unflatten(-1, (heads, -1))
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def cross_attention(attn, x, keys_values, attention=None):
+        q = attn.norm_q(attn.q(x)).to(x.dtype).unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)
+        k, v = keys_values
         mask = bias[:, None, None, :].to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return attn.o(out.transpose(1, 2).flatten(2))
 
     dit._context = embed_only
     for block in dit.blocks:
-        block.cross_attn.forward = (lambda attn: lambda x, c: cross_attention(attn, x, c))(
-            block.cross_attn)
+        attn = block.cross_attn
+        attn.keys_values = (lambda a: lambda c: keys_values(a, c))(attn)
+        attn.forward = (lambda a: lambda x, kv, attention=None: cross_attention(a, x, kv))(attn)
     try:
         yield
     finally:
         del dit._context
         for block in dit.blocks:
-            del block.cross_attn.forward
+            del block.cross_attn.forward, block.cross_attn.keys_values
 
 
 def shifted(u: torch.Tensor, shift: float) -> torch.Tensor:

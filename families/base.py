@@ -111,3 +111,16 @@ class ModelFamily:
         forward options patches set in ``run.options``.
         """
         raise NotImplementedError
+
+    # -- memory (block swap and the memory plan) -------------------------------------------------
+    def blocks(self, network: nn.Module) -> list[nn.Module]:
+        """The network's repeated blocks in the order they run, which block swap may stream
+        through the compute device; empty when the family has none."""
+        return []
+
+    def step_memory(self, config: Any, latent_shape: tuple[int, ...], *,
+                    compute_dtype: torch.dtype, passes: int = 1) -> Any:
+        """Bytes one forward needs besides the weights (a ``families.memory_plan.StepMemory``)
+        for ``passes`` stacked copies of a latent of ``latent_shape``; None when unknown (the
+        memory plan then checks the weights only)."""
+        return None

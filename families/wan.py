@@ -15,7 +15,8 @@ from torch import nn
 from ..core.conditioning import ModelInputs
 from ..core.latent_formats import WAN21, WAN22
 from ..model_loaders import wan_dit_loader
-from ..networks.wan_dit import WanDiTConfig
+from ..networks.wan_dit import CrossAttentionCache, WanDiTConfig
+from . import speed_options
 from .base import ImageInputs, LoadedWeights, ModelFamily, TextSpec
 
 
@@ -66,8 +67,22 @@ class WanFamily(ModelFamily):
             extra["y"] = inputs.concat_latent.to(device, compute_dtype)
         if inputs.clip_features is not None and config.has_image_input:
             extra["clip_features"] = inputs.clip_features.to(device, compute_dtype)
+        extra.update(speed_options.forward_options(run, network.blocks, device, compute_dtype,
+                                                   config.head_dim))
+        if speed_options.reuse_text_kv(run):
+            extra["cross_cache"] = text_kv_cache(run, network, inputs)
         return network(x.to(device, compute_dtype), t.to(device),
                        inputs.text.to(device, compute_dtype), **extra).float()
+
+    # -- memory (block swap and the memory plan) -------------------------------------------------
+    def blocks(self, network: nn.Module) -> list[nn.Module]:
+        return list(network.blocks)
+
+    def step_memory(self, config: WanDiTConfig, latent_shape: tuple[int, ...], *,
+                    compute_dtype: torch.dtype, passes: int = 1):
+        from .wan_memory import wan_step_memory
+
+        return wan_step_memory(config, latent_shape, compute_dtype=compute_dtype, passes=passes)
 
 
 def model_timestep(sigma: float, integer: bool) -> float:
@@ -85,3 +100,57 @@ def per_token_timesteps(shape, given_frames: int, t_value: float, patch) -> torc
     t = torch.full((batch, (frames // pt) * per_frame), t_value)
     t[:, :(given_frames // pt) * per_frame] = 0.0
     return t
+
+
+# -- text keys/values kept for a sampling run -------------------------------------------------
+# Each block's cross-attention keys and values depend only on the text (and CLIP image tokens)
+# and the weights. Within one sampling run neither changes: the run belongs to one model
+# object, whose weight patches (a LoRA merge) are applied before every call and stay the same
+# for the whole run, and ``run.state`` is dropped when the run ends. So they are computed at
+# the first step and read at every later one. A text is recognised by the very tensor (not
+# changed in place since) or, for a tensor made anew each step (the positive and negative
+# prompts stacked for a batched cfg pass), by equal shape and values.
+_TEXT_KV_STATE = "wan.text_kv"
+_TEXTS_KEPT = 4   # cond, uncond, both stacked, and one spare; older ones are dropped
+
+
+class _Remembered:
+    """A tensor as it was when an entry was made (None stays None)."""
+
+    def __init__(self, tensor: torch.Tensor | None):
+        self.tensor = tensor
+        self.version = tensor._version if tensor is not None else 0
+
+    def matches(self, other: torch.Tensor | None) -> bool:
+        mine = self.tensor
+        if mine is None or other is None:
+            return mine is None and other is None
+        if mine._version != self.version:   # changed in place: no longer what was cached
+            return False
+        if other is mine:
+            return True
+        return (other.shape == mine.shape and other.dtype == mine.dtype
+                and other.device == mine.device and torch.equal(other, mine))
+
+
+class _TextEntry:
+    def __init__(self, inputs: ModelInputs):
+        self.text = _Remembered(inputs.text)
+        self.clip = _Remembered(inputs.clip_features)
+        self.cache = CrossAttentionCache()
+
+    def matches(self, inputs: ModelInputs) -> bool:
+        return self.text.matches(inputs.text) and self.clip.matches(inputs.clip_features)
+
+
+def text_kv_cache(run, network: nn.Module, inputs: ModelInputs) -> CrossAttentionCache:
+    """The run's cross-attention cache for this text (an empty one the first time)."""
+    per_network = run.state.setdefault(_TEXT_KV_STATE, {})
+    entries: list[_TextEntry] = per_network.setdefault(network, [])
+    for index, entry in enumerate(entries):
+        if entry.matches(inputs):
+            entries.insert(0, entries.pop(index))
+            return entry.cache
+    entries.insert(0, _TextEntry(inputs))
+    del entries[_TEXTS_KEPT:]
+    return entries[0].cache

@@ -80,10 +80,14 @@ class VideoDiTSampler:
                model_low_noise=None, boundary=0.0, cfg_low_noise=0.0):
         from ..runtime.hooks import host_hooks
         from ..samplers.denoise import SamplingSettings, sample_video
+        from .memory import plan_before_sampling
 
+        plan = plan_before_sampling(model, latent, cfg, model_low_noise=model_low_noise,
+                                    cfg_low_noise=cfg_low_noise or None)
         settings = SamplingSettings(seed=seed, steps=steps, cfg=cfg, shift=shift, sampler=sampler,
                                     denoise=denoise, boundary=boundary or None,
-                                    cfg_low_noise=cfg_low_noise or None)
+                                    cfg_low_noise=cfg_low_noise or None,
+                                    batch_cfg=plan.batch_cfg if plan is not None else None)
         return (sample_video(model, conditioning, latent, settings,
                              model_low_noise=model_low_noise, hooks=host_hooks()),)
 
@@ -134,7 +138,9 @@ class VideoDiTFlowEditSampler:
              source_cfg, target_cfg, shift, skip_steps, refine_steps, n_avg):
         from ..runtime.hooks import host_hooks
         from ..samplers.denoise import flowedit_video
+        from .memory import plan_before_sampling
 
+        plan_before_sampling(model, source_latent, max(source_cfg, target_cfg))
         return (flowedit_video(model, source_conditioning, target_conditioning, source_latent,
                                seed=seed, steps=steps, source_cfg=source_cfg,
                                target_cfg=target_cfg, shift=shift, skip_steps=skip_steps,

@@ -47,12 +47,13 @@ class VideoDiTTextEncoderLoader:
     def load(self, text_encoder_name, dtype, device):
         from ..model_loaders.umt5_loader import load_text_encoder
         from ..runtime.devices import compute_device
-        from ..runtime.memory import ManagedModel
+        from ..runtime.memory import for_the_call
         from ..runtime.model_folders import resolve
 
+        # umT5-XXL is 6-11 GB: on the GPU only while it encodes, unless everything fits.
         path = resolve("text_encoders", text_encoder_name, input="text_encoder_name")
         return (load_text_encoder(path, dtype=dtype, device=device, name=text_encoder_name,
-                                  compute_device=compute_device(), place=ManagedModel),)
+                                  compute_device=compute_device(), place=for_the_call),)
 
 
 @videodit_node("VideoDiTTextEncode", "VideoDiT Text Encode", "conditioning")

@@ -65,11 +65,12 @@ class VideoDiTVAELoader:
     def load(self, vae_name, dtype):
         from ..model_loaders.wan_vae_loader import INPUT, load_wan_vae
         from ..runtime.devices import compute_device
-        from ..runtime.memory import ManagedModel
+        from ..runtime.memory import for_the_call
         from ..runtime.model_folders import resolve
 
+        # On the GPU only while it encodes or decodes, unless everything fits.
         return (load_wan_vae(resolve("vae", vae_name, input=INPUT), dtype=dtype,
-                             device=compute_device(), place=ManagedModel),)
+                             device=compute_device(), place=for_the_call),)
 
 
 @videodit_node("VideoDiTVAEEncode", "VideoDiT VAE Encode", "vae")
@@ -130,11 +131,13 @@ class VideoDiTVAEDecode:
     def decode(self, vae, latent, tiled=False, tile_size=512, tile_overlap=128):
         from ..errors import InputError
         from ..runtime.hooks import host_hooks
+        from .memory import check_decode_fits
 
         vae = _require_vae(vae)
         if not isinstance(latent, dict) or "samples" not in latent:
             raise InputError("expected a LATENT (a dict with 'samples')", input="latent",
                              fix="connect a LATENT output")
+        check_decode_fits(vae, vae.check_latent(latent), int(tile_size) if tiled else None)
         return (vae.decode(latent, tile=_tiling(tiled, tile_size, tile_overlap),
                            hooks=host_hooks()),)
 

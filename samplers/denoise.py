@@ -46,6 +46,8 @@ class SamplingSettings:
     # Wan's reference samplers hand the network integer timesteps (int(sigma * 1000)); so does
     # diffusers' UniPC. False passes sigma * 1000 unrounded (diffusers' flow-match Euler does).
     integer_timesteps: bool = True
+    # Stack the positive and negative passes in one batch (None: as cfg_batching() says).
+    batch_cfg: bool | None = None
 
 
 def seeded_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -114,6 +116,11 @@ class GuidedModel:
             raise InputError(f"{model.file_name} is an image-to-video model and needs a start image",
                              input="conditioning", fix="put VideoDiT Image To Video between the "
                              "text encode node and the sampler")
+        if self.batch_cfg and self.negative is not None:
+            # Stacked once per run, so every step hands the model the same tensors (the
+            # family's per-run caches recognise them by identity).
+            self._stacked_inputs = (torch.cat([self.positive, self.negative]),
+                                    _stacked(self.y, 2), _stacked(self.clip, 2))
         self.run = RunInfo(sigmas=tuple(float(s) for s in sigmas), label=label)
         self._velocity = model.run(self.run)
 
@@ -127,17 +134,16 @@ class GuidedModel:
         return float(math.floor(t)) if self.integer_timesteps else t
 
     def velocity(self, x: torch.Tensor, sigma: float, first_frames: int = 0) -> torch.Tensor:
-        def inputs(text: torch.Tensor, branch: str, copies: int = 1) -> ModelInputs:
-            return ModelInputs(text=text, concat_latent=_stacked(self.y, copies),
-                               clip_features=_stacked(self.clip, copies),
+        def inputs(text: torch.Tensor, branch: str, y=self.y, clip=self.clip) -> ModelInputs:
+            return ModelInputs(text=text, concat_latent=y, clip_features=clip,
                                first_frames=first_frames,
                                integer_timesteps=self.integer_timesteps, branch=branch)
 
         if self.negative is None:
             return self._velocity(x, sigma, inputs(self.positive, "positive")).to(x.device)
         if self.batch_cfg:
-            both = self._velocity(torch.cat([x, x]), sigma,
-                                  inputs(torch.cat([self.positive, self.negative]), "both", 2))
+            text, y, clip = self._stacked_inputs
+            both = self._velocity(torch.cat([x, x]), sigma, inputs(text, "both", y, clip))
             cond, uncond = both.chunk(2)
         else:
             cond = self._velocity(x, sigma, inputs(self.positive, "positive"))
@@ -211,7 +217,8 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
         first_frames = _batched(first_frames, raw.shape[0]).float()
 
     batch = raw.shape[0]
-    batch_cfg = cfg_batching(tuple(raw.shape))
+    batch_cfg = settings.batch_cfg if settings.batch_cfg is not None else \
+        cfg_batching(tuple(raw.shape))
     high = GuidedModel(model, conditioning, settings.cfg, batch, settings.integer_timesteps,
                        sigmas=sigmas, label="high-noise expert" if model_low_noise else "model",
                        batch_cfg=batch_cfg)
@@ -277,13 +284,23 @@ def image_conditioning_for(model, cond: VideoDiTConditioning) -> VideoDiTConditi
 
 
 def cfg_batching(latent_shape: tuple[int, ...]) -> bool:
-    """Whether to stack the positive and negative passes into one batch.
+    """Whether to stack the positive and negative passes into one batch when nothing else
+    decided: only when ``VIDEODIT_CFG_BATCH`` says so (see :func:`cfg_batching_setting`)."""
+    return cfg_batching_setting() is True
 
-    ``VIDEODIT_CFG_BATCH=1``/``0`` decides; unset, they stay separate: on a CPU the matmuls of
-    one pass already keep every core busy, so stacking only doubles the activation memory
-    (measured in bench/step_cache.py), and on a GPU the memory plan is what may allow it.
-    """
-    return os.environ.get("VIDEODIT_CFG_BATCH", "0").strip().lower() in ("1", "true", "yes", "on")
+
+def cfg_batching_setting() -> bool | None:
+    """``VIDEODIT_CFG_BATCH``: 1 stacks the positive and negative passes in one batch, 0 keeps
+    them apart, unset ("auto") leaves it to the memory plan. On a CPU the matmuls of one pass
+    already keep every core busy, so stacking only doubles the activation memory; on a GPU
+    one pass of a small clip leaves the device idle part of the time, and stacking helps when
+    the plan shows the doubled activations fit without streaming more blocks."""
+    value = os.environ.get("VIDEODIT_CFG_BATCH", "auto").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
 
 
 def _stacked(tensor: torch.Tensor | None, copies: int) -> torch.Tensor | None:
