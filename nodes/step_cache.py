@@ -33,7 +33,7 @@ class VideoDiTStepCache:
                            "the model runs again. Higher skips more steps and changes the "
                            "result more; 0 turns the cache off."}),
             "start_percent": ("FLOAT", {
-                "default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01,
+                "default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
                 "tooltip": "Fraction of the steps after which skipping is allowed (the early "
                            "steps lay out the composition)."}),
             "end_percent": ("FLOAT", {
