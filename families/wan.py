@@ -115,22 +115,36 @@ _TEXTS_KEPT = 4   # cond, uncond, both stacked, and one spare; older ones are dr
 
 
 class _Remembered:
-    """A tensor as it was when an entry was made (None stays None)."""
+    """A tensor as it was when an entry was made (None stays None).
+
+    An ordinary tensor's version counter says whether it was changed in place since. Tensors
+    made under ``torch.inference_mode`` (ComfyUI runs every node so) have no version counter;
+    for them a copy is kept and compared by value.
+    """
 
     def __init__(self, tensor: torch.Tensor | None):
         self.tensor = tensor
-        self.version = tensor._version if tensor is not None else 0
+        self.snapshot = None
+        self.version = 0
+        if tensor is not None:
+            if tensor.is_inference():
+                self.snapshot = tensor.clone()
+            else:
+                self.version = tensor._version
 
     def matches(self, other: torch.Tensor | None) -> bool:
         mine = self.tensor
         if mine is None or other is None:
             return mine is None and other is None
+        if self.snapshot is not None:
+            return _same_values(other, self.snapshot)
         if mine._version != self.version:   # changed in place: no longer what was cached
             return False
-        if other is mine:
-            return True
-        return (other.shape == mine.shape and other.dtype == mine.dtype
-                and other.device == mine.device and torch.equal(other, mine))
+        return other is mine or _same_values(other, mine)
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
 
 class _TextEntry:

@@ -135,6 +135,23 @@ def test_text_changed_in_place_is_not_served_stale():
     assert torch.equal(changed, no_run_velocity(model, x, 0.5, ModelInputs(text=text)))
 
 
+def test_inference_mode_texts_are_reused_and_never_served_stale():
+    """ComfyUI runs nodes under torch.inference_mode, whose tensors have no version counter."""
+    model = make_model(tiny_network())
+    with torch.inference_mode():
+        text = torch.randn(1, 512, TEXT_DIM, generator=torch.Generator().manual_seed(6))
+        x = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(7))
+        run = RunInfo(sigmas=(0.9, 0.5, 0.3, 0.0))
+        velocity = model.run(run)
+        velocity(x, 0.9, ModelInputs(text=text))
+        reused = velocity(x, 0.5, ModelInputs(text=text))
+        assert torch.equal(reused, no_run_velocity(model, x, 0.5, ModelInputs(text=text)))
+        assert len(run.state["wan.text_kv"][model.network]) == 1
+        text.mul_(-1.0)
+        changed = velocity(x, 0.3, ModelInputs(text=text))
+        assert torch.equal(changed, no_run_velocity(model, x, 0.3, ModelInputs(text=text)))
+
+
 class ScaleCrossAttention(ModelPatch):
     """Changes the text key/value weights, as a LoRA merge would."""
     name = "scale cross-attention"
