@@ -193,7 +193,9 @@ def read_and_match(model: VideoModel, lora: LoraFile, strength: float, *,
         entry = _Matched(parameter, module_path if fp8 else None, tuple(changes))
         (on_the_fly if fp8 else merged).append(entry)
 
-    matched_tensors = sum(len(c.source_keys) for cs in by_parameter.values() for c in cs)
+    # Distinct names: one tensor (an alpha, a shared LoKr factor) may feed several changes.
+    matched_tensors = len({key for cs in by_parameter.values() for c in cs
+                           for key in c.source_keys})
     report = LoraReport(lora.name, lora.layout, lora.tensor_count, matched_tensors,
                         len(by_parameter), len(on_the_fly), sorted(unmatched),
                         [f"{p}: LoRA {c.flat_shape()}, model {s}" for c, p, s in wrong_shape])
