@@ -19,9 +19,10 @@ import sys
 
 import torch
 
+from comfyui_videodit.core.host_memory import allocator_peak_bytes, gib
 from comfyui_videodit.core.latent_formats import WAN21, WAN22
 from comfyui_videodit.families.memory_plan import (MemoryPlan, SwapSetting, WeightLayout,
-                                                    decode_peak, gib, plan_model)
+                                                    decode_peak, plan_model)
 from comfyui_videodit.families.wan_memory import wan_step_memory
 from comfyui_videodit.networks.wan_dit import WanDiT, WanDiTConfig
 
@@ -77,20 +78,6 @@ def table() -> None:
 
 
 # -- part 2: estimates against measured CPU peaks ------------------------------------------------
-def measured_peak(fn) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    now = peak = 0
-    for _, change in events:
-        now += change
-        peak = max(peak, now)
-    return peak
-
-
 def check_step(label: str, config: WanDiTConfig, shape, dtype, batch_extra=None) -> None:
     torch.manual_seed(0)
     network = WanDiT(config).eval()
@@ -103,7 +90,7 @@ def check_step(label: str, config: WanDiTConfig, shape, dtype, batch_extra=None)
     text = torch.randn(shape[0], 512, config.text_dim).to(dtype)
     with torch.no_grad():
         network(x, t, text)
-        peak = measured_peak(lambda: network(x, t, text))
+        peak = allocator_peak_bytes(lambda: network(x, t, text))
     estimate = wan_step_memory(config, tuple(shape), compute_dtype=dtype).total
     print(f"| step: {label} | {peak / 2**20:.1f} | {estimate / 2**20:.1f} | "
           f"{estimate / peak:.3f} |", flush=True)
@@ -121,7 +108,7 @@ def check_decode(version: str, latent_hw: int, dtype) -> None:
     vae = LoadedVAE(Placement(WanVAE(config).to(dtype).eval(), "vae"), fmt, dtype, "vae")
     latent = torch.randn(1, config.z_dim, 2, latent_hw, latent_hw)
     vae.decode(latent)
-    peak = measured_peak(lambda: vae.decode(latent))
+    peak = allocator_peak_bytes(lambda: vae.decode(latent))
     side = latent_hw * fmt.spatial_factor
     estimate = decode_peak(fmt, side, side, dtype.itemsize, weights=False)
     print(f"| decode: Wan {version} VAE {side}x{side} {str(dtype)[6:]} | {peak / 2**20:.1f} | "

@@ -25,18 +25,12 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
+from ..core.host_memory import gib
 from ..core.latent_formats import LatentFormat
 from ..core.streamed_placement import StreamedPlacement
 from ..errors import InputError
 
 BLOCK_SWAP_NODE = "VideoDiT Block Swap"
-
-
-def gib(n_bytes: float) -> str:
-    """Bytes for people: GB with one decimal, MB below a gigabyte."""
-    if abs(n_bytes) < 1024 ** 3:
-        return f"{n_bytes / 1024 ** 2:.0f} MB"
-    return f"{n_bytes / 1024 ** 3:.1f} GB"
 
 
 @dataclass(frozen=True)

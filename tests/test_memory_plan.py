@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from comfyui_videodit.core import streaming
+from comfyui_videodit.core.host_memory import allocator_peak_bytes
 from comfyui_videodit.core.latent_formats import WAN21
 from comfyui_videodit.errors import InputError
 from comfyui_videodit.families.memory_plan import (MemoryPlan, StepMemory, SwapSetting,
@@ -16,21 +17,6 @@ from comfyui_videodit.families.wan_memory import wan_step_memory
 from comfyui_videodit.networks.wan_dit import WanDiT, WanDiTConfig
 
 GB = 1024 ** 3
-
-
-def _peak_bytes(fn) -> int:
-    """Peak bytes the CPU allocator held above the start while ``fn`` ran."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    now = peak = 0
-    for _, change in events:
-        now += change
-        peak = max(peak, now)
-    return peak
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -42,7 +28,7 @@ def test_step_estimate_matches_the_measured_cpu_peak(dtype):
     t, text = torch.full((1,), 500.0), torch.randn(1, 512, 64, dtype=dtype)
     with torch.no_grad():
         network(x, t, text)
-        measured = _peak_bytes(lambda: network(x, t, text))
+        measured = allocator_peak_bytes(lambda: network(x, t, text))
     estimate = wan_step_memory(config, tuple(x.shape), compute_dtype=dtype)
     assert abs(estimate.total / measured - 1) < 0.10, (estimate, measured)
 
