@@ -62,3 +62,30 @@ def tiny_models_dir(tmp_path_factory):
         (root / name).mkdir()
     write_all(root)
     return root
+
+
+@pytest.fixture
+def tiny_sampling_graph(monkeypatch):
+    """``build(models_dir, steps)`` -> ``sample(model, low=None, cfg=3.0)``: the latents of a
+    small text-to-video graph run through the real nodes (tiny umT5 and Wan 2.1 VAE from
+    ``models_dir``, 64x64x9, seed 11, shift 5, UniPC; ``low`` is the low-noise expert, which
+    takes over at 0.9)."""
+    from comfyui_videodit.nodes.conditioning import VideoDiTEmptyLatent
+    from comfyui_videodit.nodes.sampling import VideoDiTSampler
+    from comfyui_videodit.nodes.text import VideoDiTTextEncode, VideoDiTTextEncoderLoader
+    from comfyui_videodit.nodes.vae import VideoDiTVAELoader
+    from comfyui_videodit.runtime import model_folders
+
+    def build(models_dir, steps: int):
+        monkeypatch.setattr(model_folders, "_models_dir_override", models_dir)
+        encoder = VideoDiTTextEncoderLoader().load("tiny_umt5.safetensors", "fp32", "cpu")[0]
+        cond = VideoDiTTextEncode().encode(encoder, "a red ball rolls", "blurry")[0]
+        vae = VideoDiTVAELoader().load("tiny_vae21.safetensors", "fp32")[0]
+        latent = VideoDiTEmptyLatent().make(vae, 64, 64, 9, 1)[0]
+
+        def sample(model, low=None, cfg=3.0):
+            return VideoDiTSampler().sample(model, cond, latent, 11, steps, cfg, 5.0, "unipc",
+                                            1.0, model_low_noise=low,
+                                            boundary=0.9)[0]["samples"]
+        return sample
+    return build

@@ -19,13 +19,9 @@ from comfyui_videodit.core.placement import Placement
 from comfyui_videodit.core.streamed_placement import StreamedPlacement
 from comfyui_videodit.families.block_swap import BlockSwap
 from comfyui_videodit.networks.wan_dit import WanDiT, WanDiTConfig
-from comfyui_videodit.nodes.conditioning import VideoDiTEmptyLatent
 from comfyui_videodit.nodes.loaders import VideoDiTModelLoader
 from comfyui_videodit.nodes.lora import VideoDiTLoraLoader
 from comfyui_videodit.nodes.memory import VideoDiTBlockSwap
-from comfyui_videodit.nodes.sampling import VideoDiTSampler
-from comfyui_videodit.nodes.text import VideoDiTTextEncode, VideoDiTTextEncoderLoader
-from comfyui_videodit.nodes.vae import VideoDiTVAELoader
 
 
 class CopyCounter:
@@ -192,19 +188,8 @@ def deep_models(tiny_models_dir):
 
 
 @pytest.fixture
-def graph(deep_models, monkeypatch):
-    from comfyui_videodit.runtime import model_folders
-
-    monkeypatch.setattr(model_folders, "_models_dir_override", deep_models)
-    encoder = VideoDiTTextEncoderLoader().load("tiny_umt5.safetensors", "fp32", "cpu")[0]
-    cond = VideoDiTTextEncode().encode(encoder, "a red ball rolls", "blurry")[0]
-    vae = VideoDiTVAELoader().load("tiny_vae21.safetensors", "fp32")[0]
-    latent = VideoDiTEmptyLatent().make(vae, 64, 64, 9, 1)[0]
-
-    def sample(model, low=None):
-        return VideoDiTSampler().sample(model, cond, latent, 11, 4, 3.0, 5.0, "unipc", 1.0,
-                                        model_low_noise=low, boundary=0.9)[0]["samples"]
-    return sample
+def graph(deep_models, tiny_sampling_graph):
+    return tiny_sampling_graph(deep_models, 4)
 
 
 def _load(name):

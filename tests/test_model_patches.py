@@ -12,11 +12,7 @@ import pytest
 import torch
 
 from comfyui_videodit.families.model import ModelPatch
-from comfyui_videodit.nodes.conditioning import VideoDiTEmptyLatent
 from comfyui_videodit.nodes.loaders import VideoDiTModelLoader
-from comfyui_videodit.nodes.sampling import VideoDiTSampler
-from comfyui_videodit.nodes.text import VideoDiTTextEncode, VideoDiTTextEncoderLoader
-from comfyui_videodit.nodes.vae import VideoDiTVAELoader
 
 
 class ScaleWeights(ModelPatch):
@@ -52,18 +48,8 @@ PATCHED_KEYS = ("blocks.0.ffn.0.weight", "blocks.1.self_attn.q.weight", "head.he
 
 
 @pytest.fixture
-def graph(tiny_models_dir, monkeypatch):
-    from comfyui_videodit.runtime import model_folders
-
-    monkeypatch.setattr(model_folders, "_models_dir_override", tiny_models_dir)
-    encoder = VideoDiTTextEncoderLoader().load("tiny_umt5.safetensors", "fp32", "cpu")[0]
-    cond = VideoDiTTextEncode().encode(encoder, "a red ball rolls", "blurry")[0]
-    vae = VideoDiTVAELoader().load("tiny_vae21.safetensors", "fp32")[0]
-    latent = VideoDiTEmptyLatent().make(vae, 64, 64, 9, 1)[0]
-
-    def sample(model):
-        return VideoDiTSampler().sample(model, cond, latent, 11, 3, 3.0, 5.0, "unipc", 1.0)[0]["samples"]
-    return sample
+def graph(tiny_models_dir, tiny_sampling_graph):
+    return tiny_sampling_graph(tiny_models_dir, 3)
 
 
 def _weights(model):

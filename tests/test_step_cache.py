@@ -16,12 +16,8 @@ from comfyui_videodit.core.run_info import RunInfo
 from comfyui_videodit.errors import InputError
 from comfyui_videodit.families.model import ModelPatch
 from comfyui_videodit.families.step_cache import INPUT_CHANGE, OUTPUT_MAGNITUDE, StepCache
-from comfyui_videodit.nodes.conditioning import VideoDiTEmptyLatent
 from comfyui_videodit.nodes.loaders import VideoDiTModelLoader
-from comfyui_videodit.nodes.sampling import VideoDiTSampler
 from comfyui_videodit.nodes.step_cache import VideoDiTStepCache
-from comfyui_videodit.nodes.text import VideoDiTTextEncode, VideoDiTTextEncoderLoader
-from comfyui_videodit.nodes.vae import VideoDiTVAELoader
 from comfyui_videodit.samplers.schedules import flow_sigmas
 
 STEPS = 12
@@ -117,19 +113,8 @@ class CountPasses(ModelPatch):
 
 
 @pytest.fixture
-def graph(tiny_models_dir, monkeypatch):
-    from comfyui_videodit.runtime import model_folders
-
-    monkeypatch.setattr(model_folders, "_models_dir_override", tiny_models_dir)
-    encoder = VideoDiTTextEncoderLoader().load("tiny_umt5.safetensors", "fp32", "cpu")[0]
-    cond = VideoDiTTextEncode().encode(encoder, "a red ball rolls", "blurry")[0]
-    vae = VideoDiTVAELoader().load("tiny_vae21.safetensors", "fp32")[0]
-    latent = VideoDiTEmptyLatent().make(vae, 64, 64, 9, 1)[0]
-
-    def sample(model, cfg=3.0, low=None):
-        return VideoDiTSampler().sample(model, cond, latent, 11, STEPS, cfg, 5.0, "unipc", 1.0,
-                                        model_low_noise=low, boundary=0.9)[0]["samples"]
-    return sample
+def graph(tiny_models_dir, tiny_sampling_graph):
+    return tiny_sampling_graph(tiny_models_dir, STEPS)
 
 
 def _cached(model, threshold, measure=INPUT_CHANGE, start=0.0):
