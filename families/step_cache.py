@@ -29,7 +29,7 @@ log line says how many passes were computed and how many reused.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -65,11 +65,6 @@ class _PassCache:
     reused: int = 0
 
 
-@dataclass
-class _RunCounts:
-    passes: dict[str, _PassCache] = field(default_factory=dict)
-
-
 class StepCache(ModelPatch):
     name = "step cache"
 
@@ -96,11 +91,11 @@ class StepCache(ModelPatch):
         return self.start_percent <= step / steps <= self.end_percent
 
     def wrap_velocity(self, velocity: Velocity, model: VideoModel, run: RunInfo) -> Velocity:
-        counts = _RunCounts()
+        passes: dict[str, _PassCache] = {}   # one cache per guidance pass and latent shape
 
         def cached(x: torch.Tensor, sigma: float, inputs: ModelInputs) -> torch.Tensor:
             key = f"{inputs.branch} {tuple(x.shape)}"
-            state = counts.passes.setdefault(key, _PassCache())
+            state = passes.setdefault(key, _PassCache())
             step = run.step_of(sigma)
             change, product = (self._estimate(state, x) if self.may_reuse(step, run.steps)
                                else (float("inf"), 1.0))
@@ -114,7 +109,7 @@ class StepCache(ModelPatch):
             self._remember(state, x, v, step)
             return v
 
-        run.on_finish(lambda: self._log(run, counts))
+        run.on_finish(lambda: self._log(run, passes))
         return cached
 
     # -- the change estimate -------------------------------------------------------------------
@@ -152,12 +147,12 @@ class StepCache(ModelPatch):
         state.skips_in_a_row = 0
         state.computed += 1
 
-    def _log(self, run: RunInfo, counts: _RunCounts) -> None:
-        computed = sum(s.computed for s in counts.passes.values())
-        reused = sum(s.reused for s in counts.passes.values())
+    def _log(self, run: RunInfo, passes: dict[str, _PassCache]) -> None:
+        computed = sum(s.computed for s in passes.values())
+        reused = sum(s.reused for s in passes.values())
         if computed + reused == 0:
             return
         per_pass = ", ".join(f"{key.split(' ')[0]} {s.computed}/{s.computed + s.reused}"
-                             for key, s in counts.passes.items())
+                             for key, s in passes.items())
         log.info("VideoDiT step cache (%s): computed %d of %d model passes, reused %d (%s)",
                  run.label, computed, computed + reused, reused, per_pass)

@@ -46,7 +46,7 @@ class SamplingSettings:
     # Wan's reference samplers hand the network integer timesteps (int(sigma * 1000)); so does
     # diffusers' UniPC. False passes sigma * 1000 unrounded (diffusers' flow-match Euler does).
     integer_timesteps: bool = True
-    # Stack the positive and negative passes in one batch (None: as cfg_batching() says).
+    # Stack the positive and negative passes in one batch (None: as VIDEODIT_CFG_BATCH says).
     batch_cfg: bool | None = None
 
 
@@ -218,7 +218,7 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
 
     batch = raw.shape[0]
     batch_cfg = settings.batch_cfg if settings.batch_cfg is not None else \
-        cfg_batching(tuple(raw.shape))
+        cfg_batching_setting() is True
     high = GuidedModel(model, conditioning, settings.cfg, batch, settings.integer_timesteps,
                        sigmas=sigmas, label="high-noise expert" if model_low_noise else "model",
                        batch_cfg=batch_cfg)
@@ -283,12 +283,6 @@ def image_conditioning_for(model, cond: VideoDiTConditioning) -> VideoDiTConditi
     return cond.replace(concat_latent=None)
 
 
-def cfg_batching(latent_shape: tuple[int, ...]) -> bool:
-    """Whether to stack the positive and negative passes into one batch when nothing else
-    decided: only when ``VIDEODIT_CFG_BATCH`` says so (see :func:`cfg_batching_setting`)."""
-    return cfg_batching_setting() is True
-
-
 def cfg_batching_setting() -> bool | None:
     """``VIDEODIT_CFG_BATCH``: 1 stacks the positive and negative passes in one batch, 0 keeps
     them apart, unset ("auto") leaves it to the memory plan. On a CPU the matmuls of one pass
@@ -340,7 +334,7 @@ def flowedit_video(model, source: VideoDiTConditioning, target: VideoDiTConditio
                          f"({steps - skip_steps})", input="refine_steps", fix="lower it (0 is usual)")
     batch = raw.shape[0]
     sigmas = flow_sigmas(steps, shift)
-    batch_cfg = cfg_batching(tuple(raw.shape))
+    batch_cfg = cfg_batching_setting() is True
     guided_source = GuidedModel(model, source, source_cfg, batch, True, sigmas=sigmas,
                                 label="source", batch_cfg=batch_cfg)
     guided_target = GuidedModel(model, target, target_cfg, batch, True, sigmas=sigmas,
