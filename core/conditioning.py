@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 FIRST_FRAMES_KEY = "first_frames"   # extras: normalised latent frames given clean at the start
+VACE_KEY = "vace"                   # extras: a VaceInputs from VideoDiT VACE Conditioning
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,21 @@ class VideoDiTConditioning:
 
 
 @dataclass(frozen=True)
+class VaceInputs:
+    """The VACE context (Wan 2.1 VACE, Wan 2.2 VACE-Fun) that VideoDiT VACE Conditioning makes.
+
+    ``context`` is ``[1, C, T, h, w]`` at the latent's resolution: the VAE latents of the
+    inactive (kept) and reactive (to regenerate) parts of the control video, normalised like
+    the latent the model samples, followed by the mask folded to the latent grid (Wan 2.1 VAE:
+    16 + 16 + 64 = 96 channels). ``T`` counts the reference-image frames first; the sampler
+    trims them from its output, so the user never sees them.
+    """
+    context: torch.Tensor
+    strength: float = 1.0
+    reference_frames: int = 0   # latent frames at the start that hold reference images
+
+
+@dataclass(frozen=True)
 class ModelInputs:
     """What one model pass sees besides the latent and the noise level.
 
@@ -48,3 +64,5 @@ class ModelInputs:
     # Which guidance pass this is: "positive", "negative", or "both" (the two stacked on the
     # batch axis, positive first). Step caches keep one cache per branch.
     branch: str = "positive"
+    vace_context: torch.Tensor | None = None    # VaceInputs.context, batched like the text
+    vace_strength: float = 1.0                  # scale of the VACE hints

@@ -6,8 +6,8 @@ family of the model in hand. A family is one object implementing :class:`ModelFa
 * recognise its diffusion-model files from tensor names and shapes (:meth:`recognizes`);
 * load one into a plain network plus what it is (:meth:`load` -> :class:`LoadedWeights`);
 * say which latent format it works in (channels, strides, normalisation, preview colours),
-  which text conditioning it reads (:class:`TextSpec`) and which image conditioning it takes
-  (:class:`ImageInputs`);
+  which text conditioning it reads (:class:`TextSpec`) and which image and video conditioning
+  it takes (:class:`ImageInputs`);
 * compute one velocity ``v`` for a latent at a noise level (:meth:`velocity`), the only call
   the sampler loop makes into a network (rectified flow: ``x0 = x - sigma * v``).
 
@@ -49,10 +49,17 @@ class ImageInputs:
     channels: bool = False      # extra input channels: mask + image latent (Wan 2.1 I2V ...)
     first_frames: bool = False  # clean first latent frame(s) at timestep 0 (Wan 2.2 TI2V)
     clip_tokens: bool = False   # CLIP-vision tokens beside the text (Wan 2.1 I2V / FLF2V)
+    # Channels of the VACE context (control video, mask, reference images; VideoDiT VACE
+    # Conditioning) the model takes and cannot run without (Wan VACE models: 96); 0: none.
+    vace_channels: int = 0
 
     @property
     def any(self) -> bool:
         return self.channels or self.first_frames
+
+    @property
+    def vace(self) -> bool:
+        return self.vace_channels > 0
 
     @property
     def required(self) -> bool:
@@ -84,6 +91,7 @@ class ModelFamily:
     # Advice put into error messages, in the family's own file names.
     vae_hint: str = "use the VAE that belongs to this model"
     image_model_hint: str = "load an image-to-video model"
+    vace_model_hint: str = "load a model that takes VACE conditioning"
     expert_pair_hint: str = "use two experts of the same model"
 
     def recognizes(self, shapes: dict[str, tuple[int, ...]]) -> bool:

@@ -1,10 +1,12 @@
-"""The Wan family: Wan 2.1 (T2V 1.3B/14B, I2V, FLF2V) and Wan 2.2 (TI2V 5B, A14B experts).
+"""The Wan family: Wan 2.1 (T2V 1.3B/14B, I2V, FLF2V, VACE 1.3B/14B) and Wan 2.2 (TI2V 5B,
+A14B experts, VACE-Fun A14B experts).
 
 Files are read by ``model_loaders/wan_dit_loader.py`` (original, ComfyUI and diffusers layouts,
 every dtype and fp8 form); this module adds what the sampler needs to know about them.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,10 @@ class WanFamily(ModelFamily):
                 "Wan 2.2 A14B: wan_2.1_vae; Wan 2.2 5B: wan2.2_vae)")
     image_model_hint = ("load an image-to-video model (Wan 2.1 I2V, Wan 2.2 TI2V 5B or A14B I2V) "
                         "or remove VideoDiT Image To Video")
-    expert_pair_hint = "use the high-noise and low-noise files of the same Wan 2.2 A14B model"
+    vace_model_hint = ("load a Wan VACE model (Wan 2.1 VACE 1.3B / 14B, or the Wan 2.2 VACE-Fun "
+                       "A14B experts) or remove VideoDiT VACE Conditioning")
+    expert_pair_hint = ("use the high-noise and low-noise files of the same Wan 2.2 A14B model "
+                        "(both VACE-Fun, or neither)")
 
     def recognizes(self, shapes: dict[str, tuple[int, ...]]) -> bool:
         return wan_dit_loader.looks_like_wan_dit(shapes)
@@ -47,11 +52,15 @@ class WanFamily(ModelFamily):
     def image_inputs(self, config: WanDiTConfig) -> ImageInputs:
         return ImageInputs(channels=config.in_dim != config.out_dim,
                            first_frames=config.model_type == "ti2v",
-                           clip_tokens=config.has_image_input)
+                           clip_tokens=config.has_image_input,
+                           vace_channels=config.vace_in_dim if config.has_vace else 0)
 
     def pairs_with(self, config: WanDiTConfig, other_config: WanDiTConfig) -> bool:
-        # A14B high/low-noise experts: the same input layout (and so the same latents).
-        return config.in_dim == other_config.in_dim and config.out_dim == other_config.out_dim
+        # A14B high/low-noise experts: the same input layout (and so the same latents), and
+        # both or neither taking the VACE context.
+        return (config.in_dim == other_config.in_dim and config.out_dim == other_config.out_dim
+                and config.has_vace == other_config.has_vace
+                and config.vace_in_dim == other_config.vace_in_dim)
 
     def velocity(self, network: nn.Module, config: WanDiTConfig, x: torch.Tensor, sigma: float,
                  inputs: ModelInputs, *, compute_dtype: torch.dtype,
@@ -67,8 +76,11 @@ class WanFamily(ModelFamily):
             extra["y"] = inputs.concat_latent.to(device, compute_dtype)
         if inputs.clip_features is not None and config.has_image_input:
             extra["clip_features"] = inputs.clip_features.to(device, compute_dtype)
-        extra.update(speed_options.forward_options(run, network.blocks, device, compute_dtype,
-                                                   config.head_dim))
+        if inputs.vace_context is not None:
+            extra["vace_context"] = inputs.vace_context.to(device, compute_dtype)
+            extra["vace_strength"] = float(inputs.vace_strength)
+        extra.update(speed_options.forward_options(run, self.blocks(network), device,
+                                                   compute_dtype, config.head_dim))
         if speed_options.reuse_text_kv(run):
             extra["cross_cache"] = text_kv_cache(run, network, inputs)
         return network(x.to(device, compute_dtype), t.to(device),
@@ -76,13 +88,25 @@ class WanFamily(ModelFamily):
 
     # -- memory (block swap and the memory plan) -------------------------------------------------
     def blocks(self, network: nn.Module) -> list[nn.Module]:
-        return list(network.blocks)
+        # VACE models: each VACE block right after the main block whose output it adds to.
+        return network.blocks_in_run_order()
 
     def step_memory(self, config: WanDiTConfig, latent_shape: tuple[int, ...], *,
                     compute_dtype: torch.dtype, passes: int = 1):
-        from .wan_memory import wan_step_memory
+        from .wan_memory import FLOAT32, wan_step_memory
 
-        return wan_step_memory(config, latent_shape, compute_dtype=compute_dtype, passes=passes)
+        memory = wan_step_memory(config, latent_shape, compute_dtype=compute_dtype, passes=passes)
+        if not config.has_vace:
+            return memory
+        # Alive beside the main stream through the block loop: the VACE stream (float32), the
+        # embedded tokens its first block reads (float32; freed after it, counted throughout),
+        # the hint being added (float32 once widened) and the VACE context itself.
+        batch, _, frames, height, width = latent_shape
+        batch *= passes
+        unit = batch * memory.tokens * config.dim
+        context = batch * config.vace_in_dim * frames * height * width
+        extra = 3 * unit * FLOAT32 + context * torch.empty((), dtype=compute_dtype).element_size()
+        return dataclasses.replace(memory, persistent=memory.persistent + extra)
 
 
 def model_timestep(sigma: float, integer: bool) -> float:

@@ -13,6 +13,9 @@ Original (Wan repo, ComfyUI single files)         diffusers (``WanTransformer3DM
   blocks.N.ffn.0 / .2                               blocks.N.ffn.net.0.proj / ffn.net.2
   blocks.N.modulation                               blocks.N.scale_shift_table
   head.head, head.modulation                        proj_out, scale_shift_table
+  vace_patch_embedding (VACE models)                vace_patch_embedding
+  vace_blocks.N.* (as blocks.N.*)                   vace_blocks.N.* (as blocks.N.*)
+  vace_blocks.N.before_proj / after_proj            vace_blocks.N.proj_in / proj_out
 
 ``norm_added_q`` (present in some diffusers exports, unused by the network) is dropped.
 """
@@ -48,8 +51,9 @@ _BLOCK = {
     "ffn.net.0.proj.": "ffn.0.", "ffn.net.2.": "ffn.2.",
 }
 _BLOCK_EXACT = {"scale_shift_table": "modulation"}
+_VACE_BLOCK = {"proj_in.": "before_proj.", "proj_out.": "after_proj."}
 _DROPPED = ("norm_added_q.",)
-_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_BLOCK_KEY = re.compile(r"^(blocks|vace_blocks)\.(\d+)\.(.+)$")
 
 DIFFUSERS_MARKERS = ("condition_embedder.", "attn1.to_q.", "proj_out.")
 
@@ -67,12 +71,13 @@ def diffusers_to_original(key: str) -> str | None:
         return None
     block = _BLOCK_KEY.match(key)
     if block:
-        index, rest = block.groups()
+        stack, index, rest = block.groups()
         if rest in _BLOCK_EXACT:
-            return f"blocks.{index}.{_BLOCK_EXACT[rest]}"
-        for old, new in _BLOCK.items():
+            return f"{stack}.{index}.{_BLOCK_EXACT[rest]}"
+        table = {**_BLOCK, **_VACE_BLOCK} if stack == "vace_blocks" else _BLOCK
+        for old, new in table.items():
             if rest.startswith(old):
-                return f"blocks.{index}.{new}{rest[len(old):]}"
+                return f"{stack}.{index}.{new}{rest[len(old):]}"
         return key
     if key in _GLOBAL_EXACT:
         return _GLOBAL_EXACT[key]

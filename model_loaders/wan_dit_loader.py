@@ -14,6 +14,12 @@ T2V, 36 I2V = noise + mask + image latent, 48 Wan 2.2 TI2V), CLIP image tokens f
 ``img_emb`` (+ ``emb_pos`` for FLF2V), layer count from ``blocks.N``. Heads are 128 channels
 wide in every released Wan model; a diffusers ``config.json`` beside the weights overrides.
 
+VACE models (Wan 2.1 VACE 1.3B/14B, the Wan 2.2 VACE-Fun A14B experts) add
+``vace_patch_embedding`` (its input channels are the VACE context's, 96) and ``vace_blocks.N``.
+The files do not say after which main blocks the VACE hints go; every released one spaces its
+VACE blocks evenly from block 0 (1.3B: 15 of 30, every 2nd; 14B: 8 of 40, every 5th), which is
+what is assumed, as ComfyUI does, unless a diffusers ``config.json`` lists ``vace_layers``.
+
 Memory: the network is built on the meta device and each tensor is read straight from the file
 into its own buffer (plain reads, no mmap), cast or dequantized one tensor at a time, then
 assigned with ``load_state_dict(assign=True)``. Peak RAM is about the size of the loaded
@@ -56,8 +62,10 @@ WEIGHT_DTYPE_TOOLTIP = (
     "for checking. fp8_e4m3fn: 1 byte per weight for the transformer blocks (14B: ~15 GB), "
     "widened to bf16 in each layer on the fly; slightly lower quality, a little slower.")
 # Block linears that may stay in fp8 (QuantizedLinear in the network).
-_FP8_LINEAR = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.([qkvo]|k_img|v_img)|"
-                         r"ffn\.[02])\.weight$")
+_BLOCK_LINEARS = r"self_attn\.[qkvo]|cross_attn\.(?:[qkvo]|k_img|v_img)|ffn\.[02]"
+_FP8_LINEAR = re.compile(rf"^(?:blocks\.\d+\.(?:{_BLOCK_LINEARS})|"
+                         rf"vace_blocks\.\d+\.(?:{_BLOCK_LINEARS}|before_proj|after_proj))"
+                         r"\.weight$")
 _REQUIRED = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight",
              "head.head.weight", "blocks.0.ffn.0.weight", "blocks.0.self_attn.q.weight")
 # Safetensors metadata a file may carry for what its shapes cannot say: a JSON object with
@@ -76,6 +84,13 @@ _VARIANTS = {
     (5120, 36, "i2v", False): "wan2.2-a14b-i2v",
     (3072, 48, "ti2v", False): "wan2.2-ti2v-5B",
 }
+# VACE models: (dim, VACE blocks) -> released variant. The Wan 2.2 VACE-Fun A14B high/low-noise
+# experts have the layout of Wan 2.1 VACE 14B (as the A14B T2V experts have Wan 2.1 T2V 14B's)
+# and read as "wan2.1-vace-14B".
+_VACE_VARIANTS = {
+    (1536, 15): "wan2.1-vace-1.3B",
+    (5120, 8): "wan2.1-vace-14B",
+}
 
 
 @dataclass
@@ -92,8 +107,17 @@ class DiTWeights:
 
 def looks_like_wan_dit(keys: Iterable[str]) -> bool:
     """Whether these tensor names (any known prefix, original or diffusers names, fp8 scales
-    included) are those of a Wan DiT: how the model-family registry recognises a file."""
-    return detect_kind(_weight_keys(keys)) == KIND_WAN_DIT
+    included) are those of a Wan DiT: how the model-family registry recognises a file.
+    A file with only the VACE blocks is claimed too, so that loading it says what it lacks."""
+    keys = _weight_keys(keys)
+    return detect_kind(keys) == KIND_WAN_DIT or _vace_blocks_only(keys)
+
+
+def _vace_blocks_only(keys: Iterable[str]) -> bool:
+    """A "VACE module" file: the VACE blocks of a VACE model without the model itself."""
+    _, keys = strip_prefix(keys)
+    return (any(k.startswith("vace_blocks.") for k in keys)
+            and not any(k.startswith("blocks.") for k in keys))
 
 
 def load_wan_dit(path: str | Path, weight_dtype: str = "default",
@@ -112,6 +136,11 @@ def load_wan_dit(path: str | Path, weight_dtype: str = "default",
 
     weight_keys = _weight_keys(dtypes)
     prefix, _ = strip_prefix(weight_keys)
+    if _vace_blocks_only(weight_keys):
+        raise InputError(f"{name} holds only the VACE blocks of a Wan VACE model, not a whole "
+                         "model", input=INPUT, fix="load a complete Wan VACE model (such as "
+                         "wan2.1_vace_14B_fp16.safetensors); VACE block files meant to be joined "
+                         "to a separate text-to-video model are not supported")
     require_kind(weight_keys, KIND_WAN_DIT, file_name=name, input=INPUT)
     quant = quantization.inspect(dtypes, metadata)
     rename = _renamer(prefix, diffusers=is_diffusers_layout(weight_keys))
@@ -227,6 +256,7 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], file_name: str,
         model_type = "t2v"
     if model_type == "t2v" and hints.get("model_type") == "ti2v":
         model_type = "ti2v"  # 16 latent channels, first-frame conditioning (the demo model)
+    vace_in_dim, vace_layers = _vace_shape(shapes, num_layers, file_name, diffusers_config or {})
     heads = int((diffusers_config or {}).get("num_attention_heads") or hints.get("num_heads") or 0)
     if not heads:
         heads = max(1, dim // HEAD_DIM)
@@ -239,17 +269,49 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]], file_name: str,
         ffn_dim=shapes["blocks.0.ffn.0.weight"][0], num_heads=heads, num_layers=num_layers,
         text_dim=shapes["text_embedding.0.weight"][1], freq_dim=shapes["time_embedding.0.weight"][1],
         patch_size=tuple(patch), cross_attn_norm="blocks.0.norm3.weight" in shapes,
-        image_dim=shapes["img_emb.proj.1.weight"][1] if has_clip else CLIP_DIM, clip_input=has_clip)
+        image_dim=shapes["img_emb.proj.1.weight"][1] if has_clip else CLIP_DIM, clip_input=has_clip,
+        vace_layers=vace_layers, vace_in_dim=vace_in_dim)
+
+
+def _vace_shape(shapes: dict[str, tuple[int, ...]], num_layers: int, file_name: str,
+                diffusers_config: dict) -> tuple[int, tuple[int, ...]]:
+    """(VACE context channels, VACE layers) of a VACE model; (96, ()) for any other."""
+    count = len({m.group(1) for k in shapes if (m := re.match(r"vace_blocks\.(\d+)\.", k))})
+    embedding = shapes.get("vace_patch_embedding.weight")
+    if not count and embedding is None:
+        return 96, ()
+    fix = "use a complete Wan VACE model file (all shards)"
+    if not count or embedding is None:
+        have, lack = (("VACE blocks", "vace_patch_embedding") if count
+                      else ("vace_patch_embedding", "VACE blocks"))
+        raise InputError(f"{file_name} has {have} but no {lack}", input=INPUT, fix=fix)
+    listed = diffusers_config.get("vace_layers")
+    if listed is not None:
+        layers = tuple(int(i) for i in listed)
+    elif count <= num_layers:
+        layers = tuple(range(0, num_layers, num_layers // count))[:count]
+    else:
+        layers = ()
+    if (len(layers) != count or not layers or layers[0] != 0 or layers[-1] >= num_layers
+            or list(layers) != sorted(set(layers))):
+        raise InputError(f"{file_name}: cannot place {count} VACE blocks among {num_layers} "
+                         f"layers (config vace_layers: {listed})", input=INPUT, fix=fix)
+    return embedding[1], layers
 
 
 def _variant(config: WanDiTConfig) -> str:
+    if config.has_vace:
+        if (config.in_dim, config.model_type, config.has_image_input) != (16, "t2v", False):
+            return "wan-vace-custom"
+        return _VACE_VARIANTS.get((config.dim, len(config.vace_layers)), "wan-vace-custom")
     key = (config.dim, config.in_dim, config.model_type, config.has_image_input)
     return _VARIANTS.get(key, f"wan-{config.model_type}-custom")
 
 
 def _describe(config: WanDiTConfig) -> str:
+    vace = f" and {len(config.vace_layers)} VACE blocks" if config.has_vace else ""
     return (f"the {config.model_type} Wan DiT its shapes describe, of width {config.dim} with "
-            f"{config.num_layers} layers and {config.in_dim} input channels")
+            f"{config.num_layers} layers{vace} and {config.in_dim} input channels")
 
 
 def _compute_dtype(weight_dtype: str, dtypes: dict[str, torch.dtype], weight_keys: list[str],
@@ -308,7 +370,11 @@ def _read_state(files: list[Path], rename, config: WanDiTConfig, dtype: torch.dt
 def _key_summary(keys) -> str:
     """Non-block tensor names in full, blocks counted: what a file holds, readably."""
     keys = sorted(keys)
-    blocks = {k.split(".")[1] for k in keys if k.startswith("blocks.")}
-    others = [k for k in keys if not k.startswith("blocks.")]
+    stacks = {}
+    for stack in ("blocks", "vace_blocks"):
+        indices = {k.split(".")[1] for k in keys if k.startswith(stack + ".")}
+        if indices:
+            stacks[stack] = len(indices)
+    others = [k for k in keys if k.split(".")[0] not in stacks]
     listed = ", ".join(others[:20]) + (f" and {len(others) - 20} more" if len(others) > 20 else "")
-    return f"{listed}; blocks.0-{len(blocks) - 1}" if blocks else listed
+    return "; ".join([listed] + [f"{stack}.0-{n - 1}" for stack, n in stacks.items()])

@@ -1,4 +1,4 @@
-"""The Wan diffusion transformer (Wan 2.1 T2V/I2V/FLF2V, Wan 2.2 TI2V and A14B experts).
+"""The Wan diffusion transformer (Wan 2.1 T2V/I2V/FLF2V/VACE, Wan 2.2 TI2V, A14B and VACE-Fun).
 
 Module names mirror Wan's original checkpoints (``blocks.N.self_attn.q``, ``ffn.0``,
 ``modulation``, ``head.head`` ...), so an original or ComfyUI file loads with
@@ -13,6 +13,16 @@ One block, with ``e`` the per-sample (or, for TI2V, per-token) time modulation::
 
 Norms, modulation and residual sums run in float32 (as the reference does); the matmuls and
 attention run in the compute dtype.
+
+VACE models (``vace_layers`` set) carry a second, shorter stack of the same blocks
+(``vace_blocks.N``) over a second token stream made from the VACE context (control video
+latents and mask, ``vace_patch_embedding``). The first VACE block starts that stream as
+``before_proj(context tokens) + the main stream's embedded tokens``; every VACE block's output,
+through its ``after_proj``, is a hint added (times the strength) to the main stream right after
+main block ``vace_layers[n]``. A VACE block reads only its own stream, the embedded tokens, the
+time and the text, never the main stream past the embedding, so running VACE block n right
+after main block ``vace_layers[n]`` (as ComfyUI does) gives the same hints as running them all
+first (as diffusers does) while keeping one VACE stream alive instead of every hint.
 
 Two things a caller may hand to :meth:`WanDiT.forward` to run faster without changing the
 numbers: the attention kernel (``networks/attention.py``) and a :class:`CrossAttentionCache`,
@@ -60,6 +70,10 @@ class WanDiTConfig:
     clip_input: bool | None = None      # None: from model_type
     fp8_linears: bool = False           # block linears as QuantizedLinear (fp8 weights)
     fp8_dtype: torch.dtype = field(default=torch.float8_e4m3fn)
+    # VACE models: the main blocks after which VACE block 0, 1, ... adds its hint (rising from
+    # 0: 1.3B every 2nd of 30, 14B every 5th of 40); empty for every other model.
+    vace_layers: tuple[int, ...] = ()
+    vace_in_dim: int = 96               # VACE context channels: 16 + 16 latent + 64 mask
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -69,6 +83,12 @@ class WanDiTConfig:
         self.patch_size = tuple(self.patch_size)
         if self.clip_input is None:
             self.clip_input = self.model_type in ("i2v", "flf2v")
+        self.vace_layers = tuple(int(i) for i in self.vace_layers)
+        layers = self.vace_layers
+        if layers and (layers[0] != 0 or list(layers) != sorted(set(layers))
+                       or layers[-1] >= self.num_layers):
+            raise ValueError(f"vace_layers must rise from 0 and stay below num_layers "
+                             f"({self.num_layers}), got {layers}")
 
     @property
     def head_dim(self) -> int:
@@ -77,6 +97,10 @@ class WanDiTConfig:
     @property
     def has_image_input(self) -> bool:
         return bool(self.clip_input)
+
+    @property
+    def has_vace(self) -> bool:
+        return bool(self.vace_layers)
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
@@ -360,7 +384,12 @@ class WanAttentionBlock(nn.Module):
         """x: float32 residual stream [B, L, dim]; e: [B, 1 or L, 6, dim] float32; the
         sub-layers compute in the context's dtype. ``context`` may be None when
         ``cross_cache`` already holds this block's keys and values."""
-        keys_values = self._cross_keys_values(context, cross_cache)
+        return self.update(x, e, self._cross_keys_values(context, cross_cache), rope, attention)
+
+    def update(self, x: torch.Tensor, e: torch.Tensor, keys_values: tuple[torch.Tensor, ...],
+               rope: torch.Tensor, attention: Attention = sdpa) -> torch.Tensor:
+        """The block's three residual updates of ``x``, given its cross-attention keys and
+        values (their dtype is the compute dtype)."""
         dtype = keys_values[0].dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (
             self.modulation.float().unsqueeze(0) + e).unbind(2)
@@ -373,7 +402,6 @@ class WanAttentionBlock(nn.Module):
         y = _gelu_mlp(self.ffn, torch.addcmul(shift2, self.norm2(x), 1 + scale2).to(dtype))
         return torch.addcmul(x, y.float(), gate2)
 
-
     # Left out of a compiled block (a graph break): traced, the cache's growing dict would be
     # guarded on and recompile the block at every fill; eager, it runs once per text and run.
     @torch.compiler.disable
@@ -385,6 +413,34 @@ class WanAttentionBlock(nn.Module):
             if cross_cache is not None:
                 cross_cache.put(self, keys_values)
         return keys_values
+
+
+class WanVaceBlock(WanAttentionBlock):
+    """A block of the VACE branch (``vace_blocks.N``): an ordinary Wan block over the VACE
+    stream, which also hands back ``after_proj`` of its output, the hint for the main stream.
+    The first one (the only one with ``before_proj``) starts the stream from the embedded VACE
+    context and the main stream's embedded tokens."""
+
+    def __init__(self, config: WanDiTConfig, *, first: bool):
+        super().__init__(config)
+        self.before_proj = _linear(config, config.dim, config.dim) if first else None
+        self.after_proj = _linear(config, config.dim, config.dim)
+
+    def forward(self, c: torch.Tensor, x: torch.Tensor | None, e: torch.Tensor,
+                context: torch.Tensor | None, rope: torch.Tensor, attention: Attention = sdpa,
+                cross_cache: CrossAttentionCache | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(new VACE stream, float32; hint [B, L, dim] in the compute dtype).
+
+        c: the VACE stream (float32), or for the first block the embedded VACE context (any
+        dtype); x: the main stream's embedded tokens (float32), read by the first block only.
+        """
+        keys_values = self._cross_keys_values(context, cross_cache)
+        dtype = keys_values[0].dtype
+        if self.before_proj is not None:
+            c = project(self.before_proj, c.to(dtype)).float() + x
+        c = self.update(c, e, keys_values, rope, attention)
+        return c, project(self.after_proj, c.to(dtype))
 
 
 class Head(nn.Module):
@@ -441,14 +497,34 @@ class WanDiT(nn.Module):
         self.head = Head(config)
         if config.has_image_input:
             self.img_emb = MLPProj(config)
+        if config.has_vace:
+            self.vace_patch_embedding = nn.Conv3d(config.vace_in_dim, dim,
+                                                  kernel_size=config.patch_size,
+                                                  stride=config.patch_size)
+            self.vace_blocks = nn.ModuleList(WanVaceBlock(config, first=n == 0)
+                                             for n in range(len(config.vace_layers)))
 
     @property
     def compute_dtype(self) -> torch.dtype:
         return self.patch_embedding.weight.dtype
 
+    def blocks_in_run_order(self) -> list[nn.Module]:
+        """Every transformer block, main and VACE, in the order :meth:`forward` runs them:
+        VACE block n right after main block ``vace_layers[n]``. (Block streaming fetches them
+        in this order; ``block_calls`` follows it.)"""
+        vace_after = dict(zip(self.config.vace_layers, getattr(self, "vace_blocks", ())))
+        order: list[nn.Module] = []
+        for index, block in enumerate(self.blocks):
+            order.append(block)
+            if index in vace_after:
+                order.append(vace_after[index])
+        return order
+
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, *,
                 y: torch.Tensor | None = None,
                 clip_features: torch.Tensor | None = None,
+                vace_context: torch.Tensor | None = None,
+                vace_strength: float = 1.0,
                 attention: Attention = sdpa,
                 cross_cache: CrossAttentionCache | None = None,
                 block_calls: Sequence[Callable] | None = None) -> torch.Tensor:
@@ -459,11 +535,15 @@ class WanDiT(nn.Module):
         context: ``[B, <=text_len, text_dim]`` text embeddings, zero-padded to text_len here.
         y: ``[B, C_y, T, h, w]`` concatenated to x on channels (Wan 2.1 I2V mask + image latent).
         clip_features: ``[B, 257, 1280]`` CLIP tokens (I2V) or ``[B, 514, 1280]`` (FLF2V).
+        vace_context: ``[B or 1, vace_in_dim, T, H, W]`` (VACE models), the same frames and size
+        as ``x``; None runs a VACE model without its VACE blocks (the base model).
+        vace_strength: scale of every VACE hint.
         attention: the kernel for every attention (``networks/attention.py``).
         cross_cache: keys and values of this same ``context`` / ``clip_features`` kept from an
         earlier call (filled on the first); when it holds every block's, the text is not
         embedded again.
-        block_calls: what to call instead of each block (the same block compiled), in order.
+        block_calls: what to call instead of each block (the same block compiled), one per
+        block of :meth:`blocks_in_run_order`, in that order.
         """
         cfg = self.config
         out_dtype = x.dtype
@@ -478,24 +558,58 @@ class WanDiT(nn.Module):
         grid = (frames // pt, height // ph, width // pw)
         tokens = math.prod(grid)
 
+        vace = None
+        if vace_context is not None:
+            vace = self._vace_tokens(vace_context, x.shape, dtype)
+        order = self.blocks_in_run_order()
+        calls = order if block_calls is None else list(block_calls)
+        if len(calls) != len(order):
+            raise ValueError(f"block_calls has {len(calls)} entries for {len(order)} blocks")
+        if vace is None and cfg.has_vace:  # the VACE blocks are left out
+            order, calls = zip(*[(b, c) for b, c in zip(order, calls)
+                                 if not isinstance(b, WanVaceBlock)])
+
         x = self.patch_embedding(x.to(self.patch_embedding.weight.device, dtype))
         # The residual stream stays float32 (as in Wan's own code); sub-layers compute in dtype.
         x = rearrange(x, "b c f h w -> b (f h w) c").float()
         rope = rope_rotations(grid, cfg.head_dim, x.device)
 
         e, e0 = self._time_embeddings(timestep, batch, tokens, x.device)
-        if cross_cache is not None and cross_cache.complete(self.blocks):
+        if cross_cache is not None and cross_cache.complete(order):
             context = None
         else:
             context = self._context(context, clip_features, dtype)
 
-        for call in (self.blocks if block_calls is None else block_calls):
-            x = call(x, e0, context, rope, attention, cross_cache)
+        embedded = x   # the main stream's tokens, which the first VACE block reads
+        for block, call in zip(order, calls):
+            if isinstance(block, WanVaceBlock):
+                vace, hint = call(vace, embedded, e0, context, rope, attention, cross_cache)
+                embedded = None   # read once: free it
+                x = torch.add(x, hint.float(), alpha=vace_strength)
+            else:
+                x = call(x, e0, context, rope, attention, cross_cache)
 
         x = self.head(x, e)
         x = rearrange(x, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
                       f=grid[0], h=grid[1], w=grid[2], pf=pt, ph=ph, pw=pw)
         return x.to(out_dtype)
+
+    def _vace_tokens(self, vace_context: torch.Tensor, latent_shape: torch.Size,
+                     dtype: torch.dtype) -> torch.Tensor:
+        """The embedded VACE context ``[B, tokens, dim]`` (compute dtype)."""
+        cfg = self.config
+        if not cfg.has_vace:
+            raise ValueError("vace_context was given, but this model has no VACE blocks")
+        batch, _, *size = latent_shape
+        if vace_context.ndim != 5 or vace_context.shape[1] != cfg.vace_in_dim:
+            raise ValueError(f"vace_context must be [B, {cfg.vace_in_dim}, T, H, W], got "
+                             f"{tuple(vace_context.shape)}")
+        if list(vace_context.shape[2:]) != size or vace_context.shape[0] not in (1, batch):
+            raise ValueError(f"vace_context {tuple(vace_context.shape)} does not match the latent "
+                             f"{tuple(latent_shape)} (same batch or 1, frames, height, width)")
+        weight = self.vace_patch_embedding.weight
+        c = self.vace_patch_embedding(vace_context.to(weight.device, dtype))
+        return rearrange(c, "b c f h w -> b (f h w) c").expand(batch, -1, -1)
 
     def _time_embeddings(self, timestep: torch.Tensor, batch: int, tokens: int,
                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,10 @@
 This is where the pieces meet: the seed's noise (drawn on the CPU generator so a seed gives
 the same clip on CPU, CUDA and MPS), latent normalisation (LATENTs are raw VAE latents; the
 DiT works in normalised space), classifier-free guidance, image conditioning (extra input
-channels + CLIP tokens, or clean first frames, whichever the model takes), the high/low-noise
-expert switch (Wan 2.2 A14B), progress, previews and Cancel.
+channels + CLIP tokens, or clean first frames, whichever the model takes), the VACE context
+(both guidance passes see it; the reference-image frames it puts in front of the latent are cut
+from the result), the high/low-noise expert switch (Wan 2.2 A14B), progress, previews and
+Cancel.
 
 The model is a VIDEODIT_MODEL (``families/model.py``); the loop asks it for its latent format,
 text spec and image inputs and calls only its ``run()`` velocity, so it never names a family.
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.conditioning import FIRST_FRAMES_KEY, ModelInputs, VideoDiTConditioning
+from ..core.conditioning import (FIRST_FRAMES_KEY, VACE_KEY, ModelInputs, VaceInputs,
+                                 VideoDiTConditioning)
 from ..core.finite import all_finite
 from ..core.hooks import NO_HOOKS, Hooks
 from ..core.latent_formats import LATENT_FORMAT_KEY, LatentFormat
@@ -99,7 +102,7 @@ class GuidedModel:
 
     def __init__(self, model, cond: VideoDiTConditioning, cfg: float, batch: int,
                  integer_timesteps: bool, *, sigmas=(), label: str = "model",
-                 batch_cfg: bool = False):
+                 batch_cfg: bool = False, model_input: str = "model"):
         self.model = model
         self.cfg = float(cfg)
         self.integer_timesteps = integer_timesteps
@@ -116,11 +119,16 @@ class GuidedModel:
             raise InputError(f"{model.file_name} is an image-to-video model and needs a start image",
                              input="conditioning", fix="put VideoDiT Image To Video between the "
                              "text encode node and the sampler")
+        vace = vace_inputs_for(model, cond, model_input)
+        # Both guidance passes see the same VACE context (as in VACE's own pipelines).
+        self.vace = _batched(vace.context, batch) if vace is not None else None
+        self.vace_strength = float(vace.strength) if vace is not None else 1.0
         if self.batch_cfg and self.negative is not None:
             # Stacked once per run, so every step hands the model the same tensors (the
             # family's per-run caches recognise them by identity).
             self._stacked_inputs = (torch.cat([self.positive, self.negative]),
-                                    _stacked(self.y, 2), _stacked(self.clip, 2))
+                                    _stacked(self.y, 2), _stacked(self.clip, 2),
+                                    _stacked(self.vace, 2))
         self.run = RunInfo(sigmas=tuple(float(s) for s in sigmas), label=label)
         self._velocity = model.run(self.run)
 
@@ -134,16 +142,18 @@ class GuidedModel:
         return float(math.floor(t)) if self.integer_timesteps else t
 
     def velocity(self, x: torch.Tensor, sigma: float, first_frames: int = 0) -> torch.Tensor:
-        def inputs(text: torch.Tensor, branch: str, y=self.y, clip=self.clip) -> ModelInputs:
+        def inputs(text: torch.Tensor, branch: str, y=self.y, clip=self.clip,
+                   vace=self.vace) -> ModelInputs:
             return ModelInputs(text=text, concat_latent=y, clip_features=clip,
                                first_frames=first_frames,
-                               integer_timesteps=self.integer_timesteps, branch=branch)
+                               integer_timesteps=self.integer_timesteps, branch=branch,
+                               vace_context=vace, vace_strength=self.vace_strength)
 
         if self.negative is None:
             return self._velocity(x, sigma, inputs(self.positive, "positive")).to(x.device)
         if self.batch_cfg:
-            text, y, clip = self._stacked_inputs
-            both = self._velocity(torch.cat([x, x]), sigma, inputs(text, "both", y, clip))
+            text, y, clip, vace = self._stacked_inputs
+            both = self._velocity(torch.cat([x, x]), sigma, inputs(text, "both", y, clip, vace))
             cond, uncond = both.chunk(2)
         else:
             cond = self._velocity(x, sigma, inputs(self.positive, "positive"))
@@ -212,6 +222,7 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
         (1 - float(sigmas[0])) * clean + float(sigmas[0]) * noise
 
     conditioning = image_conditioning_for(model, conditioning)
+    vace = check_vace_fits(model, conditioning, raw.shape)
     first_frames = conditioning.extras.get(FIRST_FRAMES_KEY)
     if first_frames is not None:
         first_frames = _batched(first_frames, raw.shape[0]).float()
@@ -229,7 +240,8 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
             else DEFAULT_BOUNDARY_T2V)
         low_cfg = settings.cfg_low_noise if settings.cfg_low_noise is not None else settings.cfg
         low = GuidedModel(model_low_noise, conditioning, low_cfg, batch, settings.integer_timesteps,
-                          sigmas=sigmas, label="low-noise expert", batch_cfg=batch_cfg)
+                          sigmas=sigmas, label="low-noise expert", batch_cfg=batch_cfg,
+                          model_input="model_low_noise")
         experts = [(high, boundary * 1000.0), (low, -math.inf)]
 
     def swap_in(expert: GuidedModel) -> None:
@@ -239,6 +251,8 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
                 other.model.offload()
 
     denoiser = build_denoiser(experts, first_frames, swap_in)
+    # The reference images only guide the model: the clip starts after them.
+    reference_frames = vace.reference_frames if vace is not None else 0
     extra_noise = _noise_stream(tuple(raw.shape), settings.seed)
 
     with hooks.progress(len(sigmas) - 1, "sampling") as bar:
@@ -246,6 +260,7 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
 
         def on_step(i: int, x_now: torch.Tensor, x0: torch.Tensor) -> None:
             check_finite(x0, i, len(sigmas) - 1)
+            x0 = x0[:, :, reference_frames:]   # previews show the clip, as the result will
             if step_callback is not None:
                 step_callback(i, x0)
             report(x0)
@@ -260,6 +275,7 @@ def sample_video(model, conditioning: VideoDiTConditioning, latent: dict,
 
     if first_frames is not None:
         x[:, :, :first_frames.shape[2]] = first_frames
+    x = x[:, :, reference_frames:]
     out = dict(latent)
     out.pop("noise_mask", None)
     out["samples"] = fmt.denormalize(x.float()).cpu()
@@ -275,12 +291,74 @@ def image_conditioning_for(model, cond: VideoDiTConditioning) -> VideoDiTConditi
     """
     takes = model.image_inputs
     has_image = cond.concat_latent is not None or FIRST_FRAMES_KEY in cond.extras
+    if has_image and not takes.any and takes.vace:
+        raise InputError(f"{model.file_name} is a VACE model: it takes its images through VACE "
+                         "conditioning, not VideoDiT Image To Video", input="conditioning",
+                         fix="remove VideoDiT Image To Video and give the image to VideoDiT VACE "
+                         "Conditioning (as the first frame of the control video, or as a "
+                         "reference image)")
     if has_image and not takes.any:
         raise InputError(f"{model.file_name} is a text-to-video model and cannot use a start image",
                          input="conditioning", fix=model.family.image_model_hint)
     if takes.channels:
         return cond.replace(extras={k: v for k, v in cond.extras.items() if k != FIRST_FRAMES_KEY})
     return cond.replace(concat_latent=None)
+
+
+def vace_inputs_for(model, cond: VideoDiTConditioning, model_input: str = "model"
+                    ) -> VaceInputs | None:
+    """The VACE inputs ``model`` runs with: None for a model without VACE blocks. Refuses a
+    VACE model without VACE conditioning and VACE conditioning for any other model."""
+    vace = cond.extras.get(VACE_KEY)
+    channels = model.image_inputs.vace_channels
+    if vace is None:
+        if channels:
+            raise InputError(f"{model.file_name} is a VACE model and needs VACE conditioning",
+                             input="conditioning", fix="put VideoDiT VACE Conditioning between "
+                             "the text encode and the sampler")
+        return None
+    if not channels:
+        raise InputError(f"the conditioning carries a VACE context (from VideoDiT VACE "
+                         f"Conditioning), but {model.file_name} is not a VACE model",
+                         input=model_input, fix=model.family.vace_model_hint)
+    context = vace.context
+    if not isinstance(context, torch.Tensor) or context.ndim != 5 or context.shape[1] != channels:
+        shape = (tuple(context.shape) if isinstance(context, torch.Tensor)
+                 else type(context).__name__)
+        raise InputError(f"the VACE context must be [B, {channels}, T, h, w], got {shape}",
+                         input="conditioning", fix="make the conditioning with VideoDiT VACE "
+                         "Conditioning and the VAE that belongs to this model")
+    return vace
+
+
+def check_vace_fits(model, cond: VideoDiTConditioning, latent_shape: tuple[int, ...]
+                    ) -> VaceInputs | None:
+    """The VACE inputs ``model`` runs with (see :func:`vace_inputs_for`), checked against the
+    latent to be sampled: the same latent frames (reference frames included) and size, batch 1
+    or the latent's."""
+    vace = vace_inputs_for(model, cond)
+    if vace is None:
+        return None
+    context = vace.context
+    batch, _, frames, height, width = latent_shape
+    if tuple(context.shape[2:]) != (frames, height, width):
+        c_frames, c_height, c_width = context.shape[2:]
+        raise InputError(f"the VACE context from VideoDiT VACE Conditioning covers {c_frames} "
+                         f"latent frames of {c_width}x{c_height}, but the latent has {frames} "
+                         f"of {width}x{height}", input="latent",
+                         fix="connect the latent output of VideoDiT VACE Conditioning (it holds "
+                         "the reference-image frames too), or give that node this latent's "
+                         "width, height and length")
+    if context.shape[0] not in (1, batch):
+        raise InputError(f"the VACE context has batch {context.shape[0]} but the latent has "
+                         f"batch {batch}", input="conditioning",
+                         fix="use batch size 1 or matching batch sizes")
+    if not 0 <= vace.reference_frames < frames:
+        raise InputError(f"the VACE conditioning marks {vace.reference_frames} of the latent's "
+                         f"{frames} frames as reference images, leaving no video frame",
+                         input="conditioning", fix="connect VideoDiT VACE Conditioning's own "
+                         "latent output, which has room for the video after the references")
+    return vace
 
 
 def cfg_batching_setting() -> bool | None:
@@ -325,6 +403,16 @@ def flowedit_video(model, source: VideoDiTConditioning, target: VideoDiTConditio
 
     fmt = model.latent_format
     raw = check_latent_for_model(source_latent, model).float()
+    if model.image_inputs.vace:
+        raise InputError(f"{model.file_name} is a VACE model; FlowEdit edits with a "
+                         "text-to-video model", input="model",
+                         fix="load the text-to-video model, or edit with VideoDiT VACE "
+                         "Conditioning and VideoDiT Sampler")
+    for name, cond in (("source_conditioning", source), ("target_conditioning", target)):
+        if VACE_KEY in cond.extras:
+            raise InputError("FlowEdit does not take VACE conditioning", input=name,
+                             fix="connect VideoDiT Text Encode directly, or edit with VideoDiT "
+                             "VACE Conditioning and VideoDiT Sampler")
     if not 0 <= skip_steps < steps:
         raise InputError(f"skip_steps must be below steps ({steps}), got {skip_steps}",
                          input="skip_steps", fix=f"use a value from 0 to {steps - 1}; fewer "

@@ -34,6 +34,18 @@ def _scaled_random(module: torch.nn.Module, seed: int, scale: float = 0.05) -> d
     return state
 
 
+def randomize_parameters(model: torch.nn.Module, seed: int, scale: float = 0.15) -> torch.nn.Module:
+    """Fill a float model's parameters with seeded noise of ``scale`` around 0, norm gains
+    around 1, so the activations of a tiny DiT (ours or diffusers') stay O(1)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            base = 1.0 if ("norm" in name and name.endswith("weight")) else 0.0
+            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            param.copy_(base + scale * noise)
+    return model
+
+
 def write_dit(folder: Path, name: str, model_type: str = "t2v", *, seed: int = 0,
               in_dim: int | None = None, out_dim: int = 16) -> Path:
     channels = {"t2v": 16, "i2v": 36, "ti2v": 48}[model_type]
