@@ -358,15 +358,151 @@ def demo_video_edit() -> dict:
     return dict(sorted(nodes.items()))
 
 
+DEMO_LONG_NOTE = """Longer than one model window: 65 frames from a model trained on 17-frame
+clips. VideoDiT Extend Video renders a 17-frame window, then each next window from the last
+`overlap` (5) frames of the clip so far, matches its colour to them and cross-fades the seam:
+five windows, each adding 12 frames. Its segments output tells Frame Consistency and the
+Consistency Report where the windows meet. For real Wan models use window 81 and overlap 17
+(lengths 81, 145, 209, ...); method 'context windows' works with text-to-video models too.
+
+""" + DEMO_NOTE
+DEMO_LONG_PROMPT = DEMO_PROMPT   # the text-to-video demo's prompt, four times as long
+
+
+def demo_long_video() -> dict:
+    nodes = _demo_loaders()
+    nodes[1] = note(DEMO_LONG_NOTE)
+    nodes.update({
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=DEMO_LONG_PROMPT,
+             negative=""),
+        6: w("VideoDiTExtendVideo", {"model": (2, 0), "conditioning": (4, 0), "vae": (5, 0)},
+             width=64, height=64, length=65, window=17, overlap=5, method="continue", seed=1,
+             control="fixed", **DEMO_SAMPLING),
+        7: w("VideoDiTFrameConsistency", {"images": (6, 0), "segments": (6, 1)}),
+        8: w("VideoDiTSaveVideo", {"images": (7, 0)}, fps=16.0,
+             filename_prefix="videodit/demo_long_video"),
+        9: w("VideoDiTConsistencyReport", {"images": (7, 0), "segments": (6, 1)}),
+    })
+    return dict(sorted(nodes.items()))
+
+
+VACE_FILES = """Model files (put them into ComfyUI/models/...):
+- diffusion_models/{model}
+- text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors
+- vae/wan_2.1_vae.safetensors
+All from Comfy-Org/Wan_2.1_ComfyUI_repackaged on Hugging Face (split_files/...). VACE models
+use the Wan 2.1 VAE. Wan's own VACE settings are 50 steps, cfg 5 and shift 16; this workflow
+takes 30 steps to save time."""
+
+VACE_INPAINT_NOTE = """Wan 2.1 VACE: remove an object from a clip (inpainting).
+Inputs (put them into ComfyUI/input):
+- example_source_clip.mp4: the clip, at least 81 frames at 16 fps (Load Video takes the first 81).
+- example_inpaint_mask.mp4: a black-and-white mask video of the same clip, white over the
+  object in every frame (any editor's matte or a segmentation export). A single PNG works too:
+  one mask for all frames.
+White is regenerated from the prompt, black is kept. The prompt describes the scene without
+the object. Both videos are cropped to 832x480 the same way (fit = crop).
+
+""" + VACE_FILES.format(model="wan2.1_vace_1.3B_fp16.safetensors")
+
+VACE_OUTPAINT_NOTE = """Wan 2.1 VACE: widen a clip (outpainting).
+Input: ComfyUI/input/example_narrow_clip.mp4, a square or portrait clip of at least 81 frames.
+With fit = pad the clip is scaled to the frame's height and centred in an 832x480 frame; the
+border is generated and the clip itself is kept (no mask needed). Describe the whole wider
+scene in the prompt.
+
+""" + VACE_FILES.format(model="wan2.1_vace_1.3B_fp16.safetensors")
+
+VACE_CONTROL_NOTE = """Wan 2.1 VACE 14B: a new video that follows a control video.
+Input: ComfyUI/input/example_pose_video.mp4, a pose (OpenPose-style skeleton), depth or edge
+video of at least 81 frames, made with any annotator. With no mask, everything is generated and
+the control video steers motion and layout; lower strength follows it more loosely. The prompt
+says what the video shows. The 14B model needs a large GPU; the 1.3B file works the same way
+(wan2.1_vace_1.3B_fp16.safetensors).
+
+""" + VACE_FILES.format(model="wan2.1_vace_14B_fp16.safetensors")
+
+VACE_REFERENCE_NOTE = """Wan 2.1 VACE: a video of the subject in a reference image.
+Input: ComfyUI/input/example_reference.png, the subject (a person, an animal, a product),
+ideally on a plain white background. It is fitted into the frame on white and given to the
+model as an extra frame in front of the clip, which the sampler drops from its output. The
+prompt says what the subject does; no control video or mask is needed.
+
+""" + VACE_FILES.format(model="wan2.1_vace_1.3B_fp16.safetensors")
+
+VACE_SAMPLING = dict(steps=30, cfg=5.0, shift=16.0)
+
+
+def _vace_graph(note_text: str, model: str, prompt: str, prefix: str, conditioning: dict,
+                loads: dict[int, dict], vace_inputs: dict) -> dict:
+    nodes = {
+        1: note(note_text),
+        2: w("VideoDiTModelLoader", model_name=model),
+        3: w("VideoDiTTextEncoderLoader", text_encoder_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+        4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=prompt, negative=NEGATIVE),
+        5: w("VideoDiTVAELoader", vae_name="wan_2.1_vae.safetensors"),
+        8: w("VideoDiTVACEConditioning", {"conditioning": (4, 0), "vae": (5, 0), **vace_inputs},
+             width=832, height=480, length=81, **conditioning),
+        9: w("VideoDiTSampler", {"model": (2, 0), "conditioning": (8, 0), "latent": (8, 1)},
+             seed=5, control="randomize", **VACE_SAMPLING),
+        10: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (9, 0)}),
+        11: w("VideoDiTSaveVideo", {"images": (10, 0)}, fps=16.0, filename_prefix=f"videodit/{prefix}"),
+    }
+    nodes.update(loads)
+    return dict(sorted(nodes.items()))
+
+
+def _clip(name: str) -> dict:
+    return w("VideoDiTLoadVideo", video=name, frame_limit=81, force_fps=16.0, size_multiple=16)
+
+
+def vace_inpaint() -> dict:
+    return _vace_graph(
+        VACE_INPAINT_NOTE, "wan2.1_vace_1.3B_fp16.safetensors",
+        "A quiet city street at dusk, parked cars and shop windows, the camera drifts slowly "
+        "to the right.", "vace_inpaint", {"fit": "crop"},
+        {6: _clip("example_source_clip.mp4"), 7: _clip("example_inpaint_mask.mp4")},
+        {"control_video": (6, 0), "control_mask": (7, 0)})
+
+
+def vace_outpaint() -> dict:
+    return _vace_graph(
+        VACE_OUTPAINT_NOTE, "wan2.1_vace_1.3B_fp16.safetensors",
+        "A wide view of a sunny beach with palm trees on both sides, waves rolling in.",
+        "vace_outpaint", {"fit": "pad"}, {6: _clip("example_narrow_clip.mp4")},
+        {"control_video": (6, 0)})
+
+
+def vace_control_video() -> dict:
+    return _vace_graph(
+        VACE_CONTROL_NOTE, "wan2.1_vace_14B_fp16.safetensors",
+        "A dancer in a red dress performs on a wooden stage under warm spotlights.",
+        "vace_control", {"fit": "crop", "strength": 1.0},
+        {6: _clip("example_pose_video.mp4")}, {"control_video": (6, 0)})
+
+
+def vace_reference_to_video() -> dict:
+    return _vace_graph(
+        VACE_REFERENCE_NOTE, "wan2.1_vace_1.3B_fp16.safetensors",
+        "The corgi runs across a green meadow toward the camera, ears flapping, sunny day.",
+        "vace_reference", {}, {6: w("VideoDiTLoadVideo", video="example_reference.png")},
+        {"reference_images": (6, 0)})
+
+
 EXAMPLES = {
     "demo_text_to_video": demo_text_to_video,
     "demo_image_to_video": demo_image_to_video,
     "demo_video_edit": demo_video_edit,
+    "demo_long_video": demo_long_video,
     "text_to_video_wan21_1.3B": text_to_video,
     "text_to_video_wan22_a14b_4step_lora": text_to_video_a14b_4step_lora,
     "image_to_video_wan22_5B": image_to_video,
     "video_edit_sdedit_wan21_1.3B": video_edit_sdedit,
     "video_edit_flowedit_wan21_1.3B": video_edit_flowedit,
+    "vace_inpaint_wan21_1.3B": vace_inpaint,
+    "vace_outpaint_wan21_1.3B": vace_outpaint,
+    "vace_control_video_wan21_14B": vace_control_video,
+    "vace_reference_to_video_wan21_1.3B": vace_reference_to_video,
 }
 
 

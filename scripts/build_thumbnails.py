@@ -26,7 +26,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "example_workflows"
 SIZE = 256
 QUALITY = 85
 
-DEMOS = ("demo_text_to_video", "demo_image_to_video", "demo_video_edit")
+DEMOS = ("demo_text_to_video", "demo_image_to_video", "demo_video_edit", "demo_long_video")
 
 # Title cards for the workflows that need real Wan weights: (title, one-line description).
 CARDS = {
@@ -36,6 +36,10 @@ CARDS = {
     "image_to_video_wan22_5B": ("Wan 2.2 5B", "Image to video, 1280x704, 121 frames"),
     "video_edit_sdedit_wan21_1.3B": ("Wan 2.1 1.3B SDEdit", "Video edit: restyle a clip by partial denoising"),
     "video_edit_flowedit_wan21_1.3B": ("Wan 2.1 1.3B FlowEdit", "Video edit: change what a prompt names, keep the rest"),
+    "vace_inpaint_wan21_1.3B": ("Wan 2.1 VACE 1.3B", "Inpaint: remove an object marked by a mask video"),
+    "vace_outpaint_wan21_1.3B": ("Wan 2.1 VACE 1.3B", "Outpaint: widen a clip to 832x480"),
+    "vace_control_video_wan21_14B": ("Wan 2.1 VACE 14B", "Follow a pose or depth control video"),
+    "vace_reference_to_video_wan21_1.3B": ("Wan 2.1 VACE 1.3B", "Reference image to video"),
 }
 CARD_BACKGROUND = (28, 32, 40)
 CARD_ACCENT = (86, 156, 214)
