@@ -6,6 +6,7 @@ flows and one pass over motion-compensated pairs that measures every per-pair er
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +95,24 @@ def static_error(p: AlignedPairs) -> torch.Tensor:
     return masked_mean((p.b - p.a).abs(), p.still)
 
 
+def colour_shift(p: AlignedPairs) -> torch.Tensor:
+    """Per pair and RGB channel, median of (b_warped - a) over valid pixels ``[N, 3]``.
+
+    The same surfaces seen in both frames, so a pan to differently coloured content does not
+    count: only the clip's rendering of colour changed (NaN where nothing is valid). The
+    median, not the mean: pixels that change for other reasons (a morphing object, an
+    occlusion edge the flow misses) are a minority, and any bias they left would add up when
+    the shifts are summed over a clip.
+    """
+    diff = p.b_warped - p.a
+    out = torch.full((diff.shape[0], 3), float("nan"), device=diff.device)
+    for i in range(diff.shape[0]):
+        valid = p.valid[i, 0]
+        if valid.any():
+            out[i] = diff[i][:, valid].median(dim=1).values
+    return out
+
+
 def top5_flow(flow: torch.Tensor) -> torch.Tensor:
     """Per pair mean of the largest 5 % flow magnitudes (px), VBench's measure of motion."""
     mag = flow.norm(dim=1).flatten(1)
@@ -111,6 +130,7 @@ class PairSeries:
     static_abs: torch.Tensor     # :func:`static_error`
     static_frac: torch.Tensor    # share of the inner frame that is still
     top5_flow: torch.Tensor      # :func:`top5_flow` of the forward flow
+    colour_shift: torch.Tensor   # [T-1, 3] :func:`colour_shift`
     static_always: torch.Tensor  # [1, 1, H, W] still in every pair within a shot
 
 
@@ -124,7 +144,7 @@ def _pair_series(frames: torch.Tensor, flows: ClipFlows, pair_ok: torch.Tensor,
 
     s = PairSeries(warp_abs=unmeasured(), warp_sq=unmeasured(), struct_abs=unmeasured(),
                    ssim=unmeasured(), static_abs=unmeasured(), static_frac=torch.zeros(n),
-                   top5_flow=torch.zeros(n),
+                   top5_flow=torch.zeros(n), colour_shift=torch.full((n, 3), float("nan")),
                    static_always=torch.ones(1, 1, h, w, dtype=torch.bool, device=device) & inner)
     inner_px = inner.float().sum()
     for start in range(0, n, chunk_pairs):
@@ -139,9 +159,10 @@ def _pair_series(frames: torch.Tensor, flows: ClipFlows, pair_ok: torch.Tensor,
         s.static_abs[start:stop] = static_error(p).cpu()
         s.static_frac[start:stop] = (p.still.float().sum(dim=(1, 2, 3)) / inner_px).cpu()
         s.top5_flow[start:stop] = top5_flow(p.forward).cpu()
+        s.colour_shift[start:stop] = colour_shift(p).cpu()
         ok = pair_ok[start:stop].to(device).view(-1, 1, 1, 1)
         s.static_always &= (p.still | ~ok).all(0, keepdim=True)
-    for series in (s.warp_abs, s.warp_sq, s.struct_abs, s.static_abs, s.ssim):
+    for series in (s.warp_abs, s.warp_sq, s.struct_abs, s.static_abs, s.ssim, s.colour_shift):
         series[~pair_ok] = float("nan")  # a cut is not an error
     return s
 
@@ -174,12 +195,17 @@ class ClipContext:
         return self.pair_ok & ~torch.isnan(self.pairs.warp_abs)
 
 
-def clip_context(frames: torch.Tensor, *, fps: float, device, hooks: Hooks) -> ClipContext:
-    """Shots, luma and Lab means of ``frames`` ``[T, 3, H, W]``; no motion yet."""
+def clip_context(frames: torch.Tensor, *, fps: float, device, hooks: Hooks,
+                 known_seams: Sequence[int] = (), overlap: int = 0) -> ClipContext:
+    """Shots, luma and Lab means of ``frames`` ``[T, 3, H, W]``; no motion yet.
+
+    ``known_seams``: frames where a rendered segment begins (seams, never cuts), the first
+    ``overlap`` frames of each cross-faded with the segment before.
+    """
     t, _, h, w = frames.shape
     border = auto_border(h, w)
     lab_means = frame_lab_means(frames, border)
-    bounds = detect_boundaries(frames, lab_means)
+    bounds = detect_boundaries(frames, lab_means, known_seams=known_seams, overlap=overlap)
     luma = to_grey(crop_border(frames, border).float()).mean(dim=(1, 2, 3)) * 255.0
     return ClipContext(
         frames=frames, fps=fps, device=device, hooks=hooks, border=border,

@@ -7,7 +7,8 @@ unfiltered mean-abs-difference flicker reward or punish motion, so they are not 
 
 Each metric is one function of a :class:`ClipContext` (the clip's shots, luma, Lab means,
 flows and per-pair errors, computed once); :data:`METRICS` maps its name to that function and
-:data:`THRESHOLDS` to its verdict bounds.
+:data:`THRESHOLDS` to its verdict bounds. A clip rendered in segments whose starts are given
+also gets :data:`SEGMENT_METRICS` (the seam at each boundary, the drift from segment to segment).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..core.hooks import NO_HOOKS, Hooks
 from .color import crop_border, rgb_to_lab
 from .cuts import Boundaries
 from .flow import ClipFlows, compose, to_grey, warp
+from .inputs import segment_boundaries
 from .metric_context import ClipContext, add_motion, clip_context, masked_mean, top5_flow
 
 SQRT6 = math.sqrt(6.0)
@@ -64,6 +66,14 @@ THRESHOLDS: dict[str, tuple[str, float, float, str, bool]] = {
     "motion_smooth": ("higher", 0.99, 0.98, "0..1", False),
 }
 
+# Measured only when the clip's segment starts are known (a clip rendered in pieces). Unlike
+# drift within a shot, colour that moves from one rendered segment to the next is the known
+# failure of chained rendering, so it fails; a seam is judged as seam_ratio is.
+SEGMENT_THRESHOLDS: dict[str, tuple[str, float, float, str, bool]] = {
+    "boundary_seam": ("lower", 5.0, 10.0, "ratio", False),
+    "segment_drift_de": ("lower", 3.0, 6.0, "dE76", False),
+}
+
 DESCRIPTIONS = {
     "luma_flicker": "frame-to-frame brightness wobble (2nd difference of mean luma)",
     "chroma_flicker": "frame-to-frame colour wobble (2nd difference of mean a*, b*)",
@@ -79,11 +89,21 @@ DESCRIPTIONS = {
     "dynamic": "enough motion to be video (VBench dynamic-degree rule)",
 }
 
+SEGMENT_DESCRIPTIONS = {
+    "boundary_seam": "colour change across a segment boundary / median step",
+    "segment_drift_de": "colour change of the same surfaces from the first rendered segment",
+}
+
+
+def bounds_of(name: str) -> tuple[str, float, float, str, bool]:
+    """Verdict bounds of any metric the report can list."""
+    return THRESHOLDS[name] if name in THRESHOLDS else SEGMENT_THRESHOLDS[name]
+
 
 def verdict_of(name: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    direction, good, fail, _, warn_only = THRESHOLDS[name]
+    direction, good, fail, _, warn_only = bounds_of(name)
     if direction == "lower":
         v = "good" if value < good else ("warn" if value <= fail else "fail")
     else:
@@ -95,7 +115,7 @@ def subscore(name: str, value: float | None) -> float | None:
     """1 at the good bound or better, 0.5 at the fail bound, 0 at twice as far."""
     if value is None or math.isnan(value):
         return None
-    direction, good, fail, _, _ = THRESHOLDS[name]
+    direction, good, fail, _, _ = bounds_of(name)
     if direction == "higher":
         value, good, fail = -value, -good, -fail
     if value <= good:
@@ -291,6 +311,130 @@ METRICS: dict[str, Callable[[ClipContext], float | None]] = {
 }
 
 
+# A step below this is invisible however calm the clip (the just-visible 2 dE over the detector's
+# ratio of 8), so a still shot's tiny median step does not turn noise into a seam.
+BOUNDARY_MEDIAN_FLOOR = 0.25
+
+
+def segment_ranges(ctx: ClipContext) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each rendered segment, after its cross-fade with the one before
+    (the blended frames belong to neither piece alone)."""
+    t, overlap = ctx.frames.shape[0], ctx.bounds.overlap
+    starts = [0, *ctx.bounds.given]
+    return [(a if k == 0 else min(a + overlap, b - 1), b)
+            for k, (a, b) in enumerate(zip(starts, starts[1:] + [t]))]
+
+
+def tracked_colour(ctx: ClipContext) -> torch.Tensor:
+    """``[T, 3]`` RGB shift (code values) of each frame from frame 0 along the motion.
+
+    The sum of per-pair :func:`colour_shift`: how the colour of the surfaces the camera follows
+    has changed, so new content coming into view does not read as drift. A pair without valid
+    flow falls back to its plain mean-colour step; a cut adds nothing (a new shot).
+    """
+    plain = _mean_rgb(ctx)
+    step = ctx.pairs.colour_shift.clone()
+    fallback = torch.isnan(step).any(1) & ctx.pair_ok
+    step[fallback] = (plain[1:] - plain[:-1])[fallback]
+    step[~ctx.pair_ok] = 0.0
+    return torch.cat((torch.zeros(1, 3), step.cumsum(0)))
+
+
+def _mean_rgb(ctx: ClipContext) -> torch.Tensor:
+    """``[T, 3]`` mean RGB inside the border, code values."""
+    return crop_border(ctx.frames, ctx.border).float().mean(dim=(2, 3)).cpu() * 255.0
+
+
+def _shift_de(base: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """dE76 between RGB colours ``base`` and ``base + shift`` (``[N, 3]``, code values)."""
+    ends = torch.stack((base, base + shift)).clamp(0, 255) / 255.0
+    lab = rgb_to_lab(ends.reshape(-1, 3, 1, 1)).view(2, -1, 3)
+    return (lab[1] - lab[0]).norm(dim=1)
+
+
+def boundary_seam(ctx: ClipContext) -> float | None:
+    """The colour step at each segment boundary (and detected seam) over the clip's median step.
+
+    seam_ratio measured exactly where the pieces meet. The step is the larger of the largest
+    Lab-mean step of the boundary's pairs and ``jump_de``, the colour change across the whole
+    boundary: a cross-fade spreads a jump over its ramp, so no single step shows it, but the
+    change across the ramp does. Like the segment drift, ``jump_de`` is the smaller of the
+    plain and the along-the-motion change (new content raises one, flow errors the other). The
+    median is taken over the other pairs, so the seams do not raise their own yardstick.
+    """
+    t = ctx.frames.shape[0]
+    step = ctx.bounds.step_de
+    given = set(ctx.bounds.given)
+    spans = {s: list(ctx.bounds.ramp(s, t)) if s in given else [s]
+             for s in given | set(ctx.bounds.seams)}
+    if not spans:
+        return None
+    typical_pairs = ctx.pair_ok.clone()
+    for ramp in spans.values():
+        typical_pairs[[f - 1 for f in ramp]] = False
+    typical = step[typical_pairs]
+    median = max(float(typical.median()) if typical.numel() else 0.0, BOUNDARY_MEDIAN_FLOOR)
+    shift, rgb = tracked_colour(ctx), _mean_rgb(ctx)
+    starts = sorted(spans)
+    before = torch.tensor([s - 1 for s in starts])
+    after = torch.tensor([spans[s][-1] for s in starts])
+    along = _shift_de(rgb[before], shift[after] - shift[before])
+    plain = (ctx.lab_means[after] - ctx.lab_means[before]).norm(dim=1).cpu()
+    jump = torch.minimum(along, plain)
+    rows = []
+    for k, start in enumerate(starts):
+        largest = max(float(step[f - 1]) for f in spans[start])
+        ratio = max(largest, float(jump[k])) / median
+        rows.append({"frame": start, "source": "given" if start in given else "detected",
+                     "ramp": len(spans[start]) - 1, "step_de": largest, "jump_de": float(jump[k]),
+                     "ratio": ratio,
+                     "luma_step": abs(float(ctx.luma[after[k]] - ctx.luma[before[k]])),
+                     "verdict": verdict_of("boundary_seam", ratio)})
+    ctx.extras["boundaries"] = rows
+    ctx.extras["boundary_median_step_de"] = median
+    return max(r["ratio"] for r in rows)
+
+
+def segment_drift_de(ctx: ClipContext) -> float | None:
+    """Largest colour distance (dE76) of a rendered segment from the first.
+
+    Two estimates, each of which overstates drift for its own reason, and the smaller counts:
+    the plain distance of the segments' Lab means (raised by new content: a pan, an object
+    leaving) and the distance along the motion, each segment's mean :func:`tracked_colour`
+    shift applied to the first segment's mean colour (raised by flow errors, which add up over
+    a long clip). A real change of the clip's colour raises both. Brightness, contrast and
+    flicker per segment go to the details.
+    """
+    t = ctx.frames.shape[0]
+    inner = crop_border(ctx.frames, ctx.border).float()
+    contrast = torch.cat([(to_grey(inner[i:i + 16]) * 255.0).flatten(1).std(1).cpu()
+                          for i in range(0, t, 16)])
+    ranges = segment_ranges(ctx)
+    shift = tracked_colour(ctx)
+    (a0, b0) = ranges[0]
+    seg_shift = torch.stack([shift[a:b].mean(0) - shift[a0:b0].mean(0) for a, b in ranges])
+    tracked = _shift_de(_mean_rgb(ctx)[a0:b0].mean(0).expand_as(seg_shift), seg_shift)
+    means = [ctx.lab_means[a:b].mean(0) for a, b in ranges]
+    plain = [float((m - means[0]).norm()) for m in means]
+    starts = [0, *ctx.bounds.given]
+    rows = [{"segment": k, "start": starts[k], "frames": b - starts[k], "measured_from": a,
+             "drift_de": min(plain[k], float(tracked[k])), "tracked_de": float(tracked[k]),
+             "plain_de": plain[k], "lab_mean": [float(v) for v in means[k]],
+             "luma_mean": float(ctx.luma[a:b].mean()),
+             "contrast": float(contrast[a:b].mean()),
+             "luma_flicker": float(flicker(ctx.luma[a:b])) if b - a >= 3 else None}
+            for k, (a, b) in enumerate(ranges)]
+    ctx.extras["segments"] = rows
+    return max(r["drift_de"] for r in rows) if len(rows) > 1 else None
+
+
+# Added to the report when segment starts are given, after METRICS.
+SEGMENT_METRICS: dict[str, Callable[[ClipContext], float | None]] = {
+    "boundary_seam": boundary_seam,
+    "segment_drift_de": segment_drift_de,
+}
+
+
 def dynamic_degree(ctx: ClipContext) -> bool:
     """VBench's rule: is there enough motion to be video (a flag, not a scored metric)?
 
@@ -323,20 +467,25 @@ def dynamic_degree(ctx: ClipContext) -> bool:
 
 def compute_metrics(frames: torch.Tensor, *, fps: float = 16.0, flows: ClipFlows | None = None,
                     flow_frames: torch.Tensor | None = None, chunk_pairs: int = 8,
-                    device=None, hooks: Hooks = NO_HOOKS) -> MetricsResult:
+                    segments=None, device=None, hooks: Hooks = NO_HOOKS) -> MetricsResult:
     """All metrics of ``frames`` ``[T, 3, H, W]`` (0..1).
 
     Motion comes from ``flows`` if given, else from ``flow_frames`` (e.g. the source of an edit,
-    same size) if given, else from ``frames`` themselves. ``hooks`` shows the flow's progress
-    and is asked about Cancel between chunks of work.
+    same size) if given, else from ``frames`` themselves. ``segments`` (a VIDEODIT_SEGMENTS
+    value or start frames beginning with 0) adds the per-boundary seam and per-segment drift
+    metrics. ``hooks`` shows the flow's progress and is asked about Cancel between chunks.
     """
     device = torch.device(device) if device is not None else frames.device
-    ctx = clip_context(frames, fps=fps, device=device, hooks=hooks)
+    known_seams, overlap = segment_boundaries(segments, frames.shape[0])
+    ctx = clip_context(frames, fps=fps, device=device, hooks=hooks, known_seams=known_seams,
+                       overlap=overlap)
     if frames.shape[0] < 2:
         ctx.notes.append("a single frame has no temporal behaviour; only colour statistics apply")
         return MetricsResult(dict.fromkeys(THRESHOLDS), ctx.extras, ctx.per_frame, ctx.bounds,
                              False, ctx.notes)
     add_motion(ctx, flows=flows, flow_frames=flow_frames, chunk_pairs=chunk_pairs)
     values = {name: measure(ctx) for name, measure in METRICS.items()}
+    if known_seams:
+        values.update({name: measure(ctx) for name, measure in SEGMENT_METRICS.items()})
     dynamic = dynamic_degree(ctx)
     return MetricsResult(values, ctx.extras, ctx.per_frame, ctx.bounds, dynamic, ctx.notes)

@@ -2,7 +2,10 @@
 
 Order: cuts/seams -> seam colour correction -> global deflicker -> local deflicker -> shimmer.
 Nothing is smoothed across a shot cut. Motion comes from the clip itself or, for an edit, from
-the reference (source) video, so the edit is smoothed along the source's motion.
+the reference (source) video, so the edit is smoothed along the source's motion. Where the clip
+was rendered in segments and their starts are given, each start is a seam to repair even if
+no colour jump is detected there (with every pair of its cross-fade, if the pieces overlap),
+and never a cut.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from .color import auto_border, frame_lab_means
 from .cuts import Boundaries, detect_boundaries
 from .deflicker import global_deflicker, local_deflicker
 from .flow import ClipFlows, clip_flows, gaussian_blur, to_grey, warp
+from .inputs import segment_boundaries
 from .metrics import segment_flicker
 from .seams import correct_seams
 from .shimmer import reduce_shimmer
@@ -108,6 +112,9 @@ def analyse(frames: torch.Tensor, flows: ClipFlows | None, bounds: Boundaries,
     out = {"frames": t, "cuts": list(bounds.cuts), "seams": list(bounds.seams),
            "luma_flicker": float(segment_flicker(luma, segments)),
            "chroma_flicker": float(segment_flicker(lab_means[:, 1:], segments).norm())}
+    if bounds.given:
+        out["given_seams"] = list(bounds.given)
+        out["segment_overlap"] = bounds.overlap
     if flows is not None and t >= 2:
         pair_ok = torch.ones(t - 1, dtype=torch.bool)
         for c in bounds.cuts:
@@ -125,13 +132,16 @@ def _prepare_reference(reference: torch.Tensor, like: torch.Tensor) -> torch.Ten
 
 
 def run_postpass(frames: torch.Tensor, reference: torch.Tensor | None = None,
-                 settings: PostPassSettings = PostPassSettings(), *, hooks: Hooks = NO_HOOKS
-                 ) -> tuple[torch.Tensor, PostPassLog]:
+                 settings: PostPassSettings = PostPassSettings(), *, segments=None,
+                 hooks: Hooks = NO_HOOKS) -> tuple[torch.Tensor, PostPassLog]:
     """Repair ``frames`` ``[T, 3, H, W]`` (0..1); return the result and what was done.
 
-    ``hooks`` carries the progress bar and Cancel into the flow and every repair stage.
+    ``segments`` (a VIDEODIT_SEGMENTS value or a list of start frames beginning with 0) names
+    where rendered pieces meet. ``hooks`` carries the progress bar and Cancel into the flow
+    and every repair stage.
     """
     t = frames.shape[0]
+    known_seams, overlap = segment_boundaries(segments, t)
     device = torch.device(settings.device) if settings.device else frames.device
     log = PostPassLog()
     if t < 3:
@@ -140,7 +150,7 @@ def run_postpass(frames: torch.Tensor, reference: torch.Tensor | None = None,
         return frames.clone(), log
     border = auto_border(*frames.shape[-2:])
     lab_means = frame_lab_means(frames, border)
-    bounds = detect_boundaries(frames, lab_means)
+    bounds = detect_boundaries(frames, lab_means, known_seams=known_seams, overlap=overlap)
     log.boundaries = bounds
     need_flow = (settings.seam_strength > 0 or settings.local_strength > 0
                  or settings.shimmer_strength > 0)
@@ -164,10 +174,11 @@ def run_postpass(frames: torch.Tensor, reference: torch.Tensor | None = None,
             return False
         return True
 
-    if gate("seam colour", settings.seam_strength, bool(bounds.seams), "no chunk seam found"):
-        out, fitted = correct_seams(out, flows, bounds.seams, bounds.cuts,
+    repair = bounds.repair_frames(t)
+    if gate("seam colour", settings.seam_strength, bool(repair), "no chunk seam found"):
+        out, fitted = correct_seams(out, flows, repair, bounds.cuts,
                                     strength=settings.seam_strength, device=device)
-        log.stages.append({"stage": "seam colour", "ran": True, "why": f"seams at {bounds.seams}",
+        log.stages.append({"stage": "seam colour", "ran": True, "why": f"seams at {repair}",
                            "fits": fitted})
     a = log.analysis
     global_needed = max(a["luma_flicker"], a["chroma_flicker"]) > GLOBAL_FLICKER_GATE

@@ -7,7 +7,8 @@ import math
 import torch
 
 from ..core.hooks import NO_HOOKS, Hooks
-from .metrics import DESCRIPTIONS, THRESHOLDS, MetricsResult, compute_metrics, subscore, verdict_of
+from .metrics import (DESCRIPTIONS, SEGMENT_DESCRIPTIONS, MetricsResult, bounds_of,
+                      compute_metrics, subscore, verdict_of)
 
 STATIC_SCORE_CAP = 0.6   # a clip without motion cannot score as good video
 
@@ -17,12 +18,12 @@ def build_report(result: MetricsResult) -> dict:
     scores = []
     for name, value in result.values.items():
         verdict = verdict_of(name, value)
-        direction, good, fail, unit, warn_only = THRESHOLDS[name]
+        direction, good, fail, unit, warn_only = bounds_of(name)
         rows.append({"metric": name, "value": value, "unit": unit, "verdict": verdict,
                      "good": f"{'<' if direction == 'lower' else '>'} {good:g}",
                      "fail": f"{'>' if direction == 'lower' else '<'} {fail:g}"
                              + (" (warn only)" if warn_only else ""),
-                     "meaning": DESCRIPTIONS[name]})
+                     "meaning": DESCRIPTIONS.get(name) or SEGMENT_DESCRIPTIONS[name]})
         sc = subscore(name, value)
         if sc is not None and not warn_only:
             scores.append(sc)
@@ -103,12 +104,39 @@ def to_markdown(report: dict) -> str:
     lines += ["", f"Flow from: {d.get('flow_source', '?')}; static pixels: "
                   f"{100 * (d.get('static_frac') or 0):.0f} %; cuts at {d.get('cuts', [])}; "
                   f"colour jumps (seams) at {d.get('seams', [])}."]
+    lines += _segment_tables(d)
     if report["worst_frames"]:
         lines += ["", "Worst frames: " + ", ".join(
             f"{w['frame']} ({w['problem']})" for w in report["worst_frames"])]
     for n in report["notes"]:
         lines.append(f"- {n}")
     return "\n".join(lines)
+
+
+def _segment_tables(details: dict) -> list[str]:
+    """Per-boundary seams and per-segment colour, when the segment starts were given."""
+    lines = []
+    if details.get("boundaries"):
+        lines += ["", f"Seams at segment boundaries (median step "
+                      f"{details.get('boundary_median_step_de') or 0:.3g} dE):", "",
+                  "| frame | found by | cross-fade | largest step (dE) | / median |"
+                  " change along motion (dE) | luma change | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {b['frame']} | {'segments input' if b['source'] == 'given' else 'detector'}"
+                  f" | {b['ramp']} | {b['step_de']:.3g} | {b['ratio']:.3g} | {b['jump_de']:.3g} |"
+                  f" {b['luma_step']:.3g} | {b['verdict']} |" for b in details["boundaries"]]
+    if details.get("segments"):
+        lines += ["", "Segments against the first (plain: mean colours, new content included; "
+                      "along motion: the same surfaces followed; drift: the smaller):", "",
+                  "| segment | frames | drift (dE) | plain (dE) | along motion (dE) | Lab mean |"
+                  " mean luma | contrast | luma flicker |", "|---|---|---|---|---|---|---|---|---|"]
+        for g in details["segments"]:
+            flick = "n/a" if g["luma_flicker"] is None else f"{g['luma_flicker']:.3g}"
+            lab = " / ".join(f"{v:.1f}" for v in g["lab_mean"])
+            lines.append(f"| {g['segment']} | {g['start']}-{g['start'] + g['frames'] - 1} |"
+                         f" {g['drift_de']:.3g} | {g['plain_de']:.3g} | {g['tracked_de']:.3g} |"
+                         f" {lab} | {g['luma_mean']:.1f} | {g['contrast']:.1f} | {flick} |")
+    return lines
 
 
 def plot(result: MetricsResult, report: dict, width: int = 960, height: int = 600
@@ -126,6 +154,8 @@ def plot(result: MetricsResult, report: dict, width: int = 960, height: int = 60
     draw = ImageDraw.Draw(img)
     title = f"VideoDiT consistency: score {report['score']:.2f} ({report['verdict']})"
     draw.text((10, 6), title, fill=(0, 0, 0))
+    if result.boundaries.given:
+        draw.text((width - 200, 6), "blue lines: segment starts", fill=(90, 130, 190))
     top, left, right = 24, 50, width - 10
     ph = (height - top - 20) // len(panels)
     t = len(pf.get("luma_mean", [])) or 1
@@ -157,6 +187,9 @@ def plot(result: MetricsResult, report: dict, width: int = 960, height: int = 60
         for c in result.boundaries.cuts:
             x, _ = xy(c - offset - 0.5, lo)
             draw.line((x, y0 + 12, x, y1), fill=(120, 120, 120))
+        for c in result.boundaries.given:  # segment starts: where rendered pieces meet
+            x, _ = xy(c - offset - 0.5, lo)
+            draw.line((x, y0 + 12, x, y1), fill=(120, 170, 220))
         pts = [xy(i, v) for i, v in enumerate(series) if v is not None and not math.isnan(v)]
         if len(pts) > 1:
             draw.line(pts, fill=colours[n % len(colours)], width=2)
@@ -170,16 +203,18 @@ def plot(result: MetricsResult, report: dict, width: int = 960, height: int = 60
 
 
 def consistency_report(frames: torch.Tensor, *, fps: float = 16.0,
-                       source: torch.Tensor | None = None, device=None, with_plot: bool = True,
-                       hooks: Hooks = NO_HOOKS
+                       source: torch.Tensor | None = None, segments=None, device=None,
+                       with_plot: bool = True, hooks: Hooks = NO_HOOKS
                        ) -> tuple[dict, MetricsResult, torch.Tensor | None]:
-    """Metrics + report dict (+ plot) of ``frames`` ``[T, 3, H, W]``; ``source`` supplies motion."""
+    """Metrics + report dict (+ plot) of ``frames`` ``[T, 3, H, W]``; ``source`` supplies motion,
+    ``segments`` (start frames of rendered pieces) adds per-boundary and per-segment metrics."""
     if source is not None and source.shape[-2:] != frames.shape[-2:]:
         import torch.nn.functional as F
 
         source = F.interpolate(source.float(), size=frames.shape[-2:], mode="bilinear",
                                align_corners=False, antialias=True)
-    result = compute_metrics(frames, fps=fps, flow_frames=source, device=device, hooks=hooks)
+    result = compute_metrics(frames, fps=fps, flow_frames=source, segments=segments,
+                             device=device, hooks=hooks)
     report = build_report(result)
     image = plot(result, report) if with_plot else None
     return report, result, image

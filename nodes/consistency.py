@@ -9,7 +9,8 @@ class VideoDiTFrameConsistency:
     DESCRIPTION = ("Repairs flicker, colour jumps between rendered chunks and texture shimmer "
                    "without touching clean footage. It first measures the clip and runs only the "
                    "stages it needs; nothing is smoothed across a shot cut. Connect the source "
-                   "video of an edit as reference so smoothing follows the source's motion.")
+                   "video of an edit as reference so smoothing follows the source's motion, and "
+                   "the segments of a clip rendered in pieces so every boundary is repaired.")
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("images", "summary")
     OUTPUT_TOOLTIPS = ("The repaired frames (same size and count as the input).",
@@ -51,12 +52,17 @@ class VideoDiTFrameConsistency:
                 "shimmer_full_band": ("BOOLEAN", {"default": False, "tooltip":
                     "Smooth fine detail too, not just the low band. Stronger on fine "
                     "boiling but softens pans; off by default."}),
+                "segments": ("VIDEODIT_SEGMENTS", {"tooltip":
+                    "Optional segment starts of a clip rendered in pieces (from VideoDiT "
+                    "Extend Video). Each start is colour-matched to the piece before it and "
+                    "smoothed across, even where no jump is detected; never treated as a "
+                    "cut."}),
             },
         }
 
     def repair(self, images, seam_strength=1.0, global_deflicker=1.0, local_deflicker=1.0,
                shimmer=0.6, protect_fades=True, reference=None, temporal_sigma=4.0,
-               always_run=False, shimmer_full_band=False):
+               always_run=False, shimmer_full_band=False, segments=None):
         from ..consistency.inputs import frames_to_image, image_to_frames, matching_reference
         from ..consistency.postpass import PostPassSettings, run_postpass
         from ..runtime.devices import compute_device
@@ -70,7 +76,7 @@ class VideoDiTFrameConsistency:
             protect_fades=bool(protect_fades), temporal_sigma=float(temporal_sigma),
             always_run=bool(always_run), shimmer_full_band=bool(shimmer_full_band),
             device=str(compute_device()))
-        out, log = run_postpass(frames, ref, settings, hooks=host_hooks())
+        out, log = run_postpass(frames, ref, settings, segments=segments, hooks=host_hooks())
         return (frames_to_image(out.cpu()).to(images.dtype), log.summary())
 
 

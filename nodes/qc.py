@@ -10,7 +10,9 @@ class VideoDiTConsistencyReport:
                    "boiling, sharpness pumping and motion smoothness, without any model weights. "
                    "Gives an overall score, a good/warn/fail table, the worst frames and a "
                    "per-frame plot. A clip with no motion cannot pass. For an edit, connect "
-                   "its source video so motion is measured on the source.")
+                   "its source video so motion is measured on the source; for a clip rendered "
+                   "in segments, connect its segments to judge each seam and the drift from "
+                   "segment to segment.")
     RETURN_TYPES = ("FLOAT", "STRING", "STRING", "IMAGE")
     RETURN_NAMES = ("score", "report", "report_json", "plot")
     OUTPUT_TOOLTIPS = ("Overall score 0..1 (1 = every metric good; capped at 0.6 for a static "
@@ -36,10 +38,14 @@ class VideoDiTConsistencyReport:
                 "source": ("IMAGE", {"tooltip": "Optional source video of an edit (same frame "
                                      "count; any size): motion is measured on it, so edited "
                                      "content is judged along the source's motion."}),
+                "segments": ("VIDEODIT_SEGMENTS", {"tooltip": "Optional segment starts of a "
+                             "clip rendered in pieces (from VideoDiT Extend Video): the seam "
+                             "is measured at each boundary, each segment's colour against the "
+                             "first, and both count in the verdict."}),
             },
         }
 
-    def report(self, images, fps=16.0, source=None):
+    def report(self, images, fps=16.0, source=None, segments=None):
         from ..consistency.inputs import image_to_frames, matching_reference
         from ..consistency.report import consistency_report, summary_line, to_json, to_markdown
         from ..errors import InputError
@@ -53,7 +59,7 @@ class VideoDiTConsistencyReport:
                              fix="enter the clip's frame rate, e.g. 16 for Wan")
         src = matching_reference(source, frames, input="source")
         report, _, image = consistency_report(frames, fps=float(fps), source=src,
-                                              device=str(compute_device()),
+                                              segments=segments, device=str(compute_device()),
                                               hooks=host_hooks())
         # An output node, so it runs and shows its verdict even with no output connected:
         # ComfyUI draws the "text" on the node, the headless runner prints it.
