@@ -100,13 +100,17 @@ def held_out_combinations() -> list[tuple[str, str, str]]:
 
 
 def sample_spec(rng: random.Random, split: str = "train", *, two_objects: float = 0.25) -> ClipSpec:
-    """A random clip; ``split="train"`` avoids held-out combinations, ``"eval"`` uses only them.
+    """A random clip; ``split="train"`` avoids held-out combinations, ``"eval"`` uses only them,
+    ``"all"`` draws like ``"train"`` but from every combination.
+
+    The held-out combinations test whether the DiT composes words it learned apart; the VAE is
+    a codec, not a reader of captions, so its decoder may see every combination (``"all"``).
 
     Evaluation clips have one object (the held-out combination); ``two_objects`` is the share of
     training clips with a second object.
     """
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if split not in ("train", "eval", "all"):
+        raise ValueError(f"split must be 'train', 'eval' or 'all', got {split!r}")
     background = rng.choice(sorted(BACKGROUND_COLOURS))
     gradient = rng.random() < 0.5
     if split == "eval":
@@ -116,18 +120,19 @@ def sample_spec(rng: random.Random, split: str = "train", *, two_objects: float 
         colours = rng.sample(sorted(OBJECT_COLOURS), 2)
         objects = []
         for colour, band in zip(colours, rng.sample([0, 1], 2)):
-            shape, motion = _train_choice(rng, colour, TWO_OBJECT_MOTIONS)
+            shape, motion = _train_choice(rng, colour, TWO_OBJECT_MOTIONS, split)
             objects.append(_place(rng, colour, shape, motion, band=band))
         return ClipSpec(background, gradient, tuple(objects))
     colour = rng.choice(sorted(OBJECT_COLOURS))
-    shape, motion = _train_choice(rng, colour, MOTIONS)
+    shape, motion = _train_choice(rng, colour, MOTIONS, split)
     return ClipSpec(background, gradient, (_place(rng, colour, shape, motion, band=None),))
 
 
-def _train_choice(rng: random.Random, colour: str, motions: tuple[str, ...]) -> tuple[str, str]:
+def _train_choice(rng: random.Random, colour: str, motions: tuple[str, ...],
+                  split: str = "train") -> tuple[str, str]:
     while True:
         shape, motion = rng.choice(SHAPES), rng.choice(motions)
-        if not is_held_out(colour, shape, motion):
+        if split == "all" or not is_held_out(colour, shape, motion):
             return shape, motion
 
 

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(train_vae.sharpness_loss)")
     parser.add_argument("--vae-pool", type=int, default=3000, help="rendered clips the VAE "
                         "crops from")
+    parser.add_argument("--vae-decoder-pool-split", choices=("train", "all"), default="train",
+                        help="decoder rounds: the clip split their crops come from ('all' "
+                             "includes the combinations held out from the DiT; see "
+                             "train_vae.train_vae)")
     parser.add_argument("--clips", type=int, default=5000, help="training clips for the DiT")
     parser.add_argument("--dit-steps", type=int, default=4000)
     parser.add_argument("--dit-lr", type=float, default=6e-4, help="peak learning rate of the "
@@ -79,11 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue training the text encoder and DiT of an earlier output "
                              "folder (its tokenizer is kept) instead of starting afresh; with "
                              "--dit-steps 0 they are copied unchanged and no latents are made")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads (results are deterministic for a given seed and "
+                             "thread count)")
     parser.add_argument("--vae-state", type=Path,
                         help="skip stage 1: a VAE file written by an earlier run of stage 1 "
                              "(a JSON file of the same name + .json, if present, is its report)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 2)))
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, args.threads)))
     args.output.mkdir(parents=True, exist_ok=True)
     report: dict = {"command": "python -m comfyui_videodit.demo.train " + " ".join(
         sys.argv[1:] if argv is None else argv), "seed": args.seed, "hardware": _hardware(),
@@ -220,7 +227,10 @@ def decoder_losses(args) -> dict:
     weights = {"detail_weight": args.vae_detail_weight,
                "temporal_weight": args.vae_temporal_weight,
                "sharpness_weight": args.vae_sharpness_weight}
-    return {k: v for k, v in weights.items() if v}
+    losses = {k: v for k, v in weights.items() if v}
+    if args.vae_decoder_pool_split != "train":
+        losses["pool_split"] = args.vae_decoder_pool_split
+    return losses
 
 
 def train_decoder(vae, args, log=print):
@@ -235,7 +245,8 @@ def train_decoder(vae, args, log=print):
                                   object_weight=args.vae_object_weight,
                                   detail_weight=args.vae_detail_weight,
                                   temporal_weight=args.vae_temporal_weight,
-                                  sharpness_weight=args.vae_sharpness_weight, log=log)
+                                  sharpness_weight=args.vae_sharpness_weight,
+                                  pool_split=args.vae_decoder_pool_split, log=log)
     return vae
 
 

@@ -4,21 +4,23 @@ A few clips are generated from held-out prompts (colour x shape x motion combina
 in training) through the same loader, encode, sampler and decode nodes a workflow uses, with
 fixed seeds, and read back by the synthetic-domain detector. These checks only catch a broken
 model (no background, no object, the given frame lost); the quality rates (colour, direction,
-consistency verdicts, edits) are a benchmark, measured on hundreds of clips by
-`python -m comfyui_videodit.demo.evaluate --clips 200`, not asserted here.
+shape, consistency verdicts, edits) are a benchmark, measured on 200 clips by
+`python -m comfyui_videodit.demo.evaluate`, not asserted here: the tests only check that the
+evaluation runs and reads what it measures correctly.
 """
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from comfyui_videodit.demo import evaluate as ev
-from comfyui_videodit.demo.clips import is_held_out
+from comfyui_videodit.demo.clips import SHAPES, is_held_out, render
 from comfyui_videodit.runtime import model_folders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,3 +244,115 @@ def test_main_job_renders_the_demo_workflow(tmp_path):
     with av.open(str(videos[0])) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 17 and frames[0].shape == (64, 64, 3)
+
+
+class _PerfectPipeline:
+    """Stands in for DemoPipeline: draws exactly what each prompt asks, with no model, so the
+    evaluation runs end to end in seconds and every rate it reports must be 100%."""
+
+    def __init__(self):
+        self.clips = {}
+        for seed in range(4):  # prompt seeds 0 and 1 use prompt sets 0 to 3
+            for clip in ev.held_out_specs(2, seed=seed):
+                for colour in ev.OBJECT_COLOURS:
+                    obj = replace(clip.spec.objects[0], colour=colour)
+                    self.clips[ev.recolour_prompt(clip, colour)] = replace(clip.spec,
+                                                                           objects=(obj,))
+
+    def _draw(self, prompt):
+        return render(self.clips[prompt])
+
+    def text_to_video(self, prompt, seed):
+        return self._draw(prompt)
+
+    def image_to_video(self, image, prompt, seed):
+        return self._draw(prompt)
+
+    def sdedit(self, video, prompt, seed):
+        return self._draw(prompt)
+
+    def flowedit(self, video, source_prompt, target_prompt, seed):
+        return self._draw(target_prompt)
+
+    def encode(self, video):
+        return video
+
+    def decode(self, latent):
+        return latent
+
+
+@pytest.fixture
+def one_thread():
+    """64x64 clips: one thread is several times faster than two on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_evaluation_scores_a_perfect_generator_fully(monkeypatch, tmp_path, capsys, one_thread):
+    monkeypatch.setattr(ev, "DemoPipeline", _PerfectPipeline)
+    # the consistency report takes seconds a clip; its verdicts are only counted here
+    monkeypatch.setattr(ev, "consistency_verdict", lambda video: "good")
+    out = tmp_path / "report.json"
+    assert ev.main(["--clips", "2", "--seeds", "0", "1", "--source-clips", "2",
+                    "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    t2v = report["text_to_video"]
+    assert t2v["clips"] == 4 and report["settings"]["prompt_seeds"] == [0, 1]
+    for key in ("colour", "colour_first_frames", "colour_last_frames", "colour_whole_clip",
+                "background", "motion", "shape", "consistency_report_good",
+                "consistency_report_good_on_source_clips",
+                "consistency_report_good_on_vae_round_trip"):
+        assert t2v[key] == 1.0, key
+    assert t2v["direction"] in (1.0, None) and t2v["linear_clips"] <= 4
+    assert list(t2v["colour_by_prompted_colour"]) == list(ev.OBJECT_COLOURS)
+    assert sum(row["clips"] for row in t2v["colour_by_prompted_colour"].values()) == 4
+    assert {s: sum(row.values()) for s, row in t2v["shape_confusion"].items()} == {
+        s: sum(c.spec.objects[0].shape == s for seed in (0, 1)
+               for c in ev.held_out_specs(2, seed=seed)) for s in SHAPES}
+    assert report["image_to_video"]["motion"] == 1.0
+    assert report["image_to_video"]["first_frame_psnr_min"] >= 100  # the same frame
+    for name in ("sdedit", "flowedit"):
+        assert report[name]["clips"] == 4 and report[name]["colour_changed"] == 1.0
+        # the same path; a different colour's anti-aliased edge labels a little differently
+        assert report[name]["trajectory_gap_median_px"] <= 0.5
+    source = report["detector_on_source_clips"]
+    assert source["clips"] == 4 and source["shape"] == source["colour"] == 1.0
+    shown = capsys.readouterr().out
+    assert "| text to video: object colour right (first and last frames) | 100.0% | 4 |" in shown
+    assert "### Text to video: object colour by prompted colour" in shown
+    # a row in each of the two shape tables (generated clips, source clips)
+    assert sum(line.startswith("| circle | ") for line in shown.splitlines()) == 2
+
+
+def test_evaluation_defaults_to_200_clips_and_has_a_quick_size(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(ev, "evaluate", lambda clips, seeds, source_clips, log:
+                        sizes.append((clips, list(seeds), source_clips)) or {})
+    monkeypatch.setattr(ev, "markdown", lambda report: "")
+    ev.main([])
+    ev.main(["--quick"])
+    ev.main(["--clips", "100", "--seed", "1"])  # the one-seed form of earlier measurements
+    assert sizes == [(100, [0, 1], ev.SOURCE_CLIPS),
+                     (ev.QUICK_CLIPS, [0, 1], ev.QUICK_SOURCE_CLIPS),
+                     (100, [1], ev.SOURCE_CLIPS)]
+
+
+def test_evaluation_report_on_generated_clips(t2v_clips):
+    """The report's text-to-video part from the generated clips above (its rates are not
+    asserted), and the drawn source clips of the same prompts scored right on every count."""
+    for clip, _ in t2v_clips:
+        score = ev.score_text_to_video(clip.spec, clip.video)
+        assert (score.colour, score.background, score.motion, score.shape) == (True,) * 4, \
+            clip.caption
+        assert score.named_shape == clip.spec.objects[0].shape and score.soft_edge <= 5.0
+    scores = [ev.score_text_to_video(clip.spec, video) for clip, video in t2v_clips]
+    part = ev.text_to_video_report(scores, [], [], [])
+    assert part["clips"] == len(t2v_clips)
+    for key in ("colour", "colour_first_frames", "colour_last_frames", "background", "shape"):
+        assert 0.0 <= part[key] <= 1.0, key
+    assert all(s.named_shape in (*SHAPES, None) for s in scores)
+    assert part["colour"] <= min(part["colour_first_frames"], part["colour_last_frames"])
+    table = ev.markdown({"text_to_video": part})
+    assert "### Text to video: shape (prompted by row, named by column)" in table
