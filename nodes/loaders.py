@@ -9,8 +9,8 @@ INPUT = "model_name"
 @videodit_node("VideoDiTModelLoader", "VideoDiT Model Loader", "loaders")
 class VideoDiTModelLoader:
     DESCRIPTION = ("Loads a Wan diffusion transformer from models/diffusion_models: Wan 2.1 "
-                   "T2V 1.3B/14B, I2V 14B, FLF2V 14B, Wan 2.2 TI2V 5B and the A14B high/low-noise "
-                   "experts. Reads ComfyUI's single files (fp16, bf16, fp8, scaled fp8), Wan's "
+                   "T2V 1.3B/14B, I2V 14B, FLF2V 14B, VACE 1.3B/14B, Wan 2.2 TI2V 5B and the A14B "
+                   "high/low-noise experts (VACE-Fun A14B too). Reads ComfyUI's single files (fp16, bf16, fp8, scaled fp8), Wan's "
                    "original shards and diffusers folders (pick any shard); the variant is read "
                    "from the weights, not the file name.")
     RETURN_TYPES = ("VIDEODIT_MODEL",)

@@ -107,9 +107,12 @@ class VideoDiTExtendVideo:
                                          "tooltip": "Solver, as in VideoDiT Sampler."}),
                 "color_match": ("BOOLEAN", {
                     "default": True,
-                    "tooltip": "continue: fit each new window's colour to the frames it shares "
-                               "with the clip so far (per-channel gain and offset) before "
-                               "cross-fading. Off only to compare."}),
+                    "tooltip": "continue: undo the colour change the model made to the "
+                               "frames each new window shares with the clip so far (a "
+                               "per-channel gain and offset, applied to the whole window) "
+                               "before cross-fading. Acts with image-to-video models that "
+                               "redraw those frames (Wan 2.1 I2V, A14B I2V, VACE); Wan 2.2 5B "
+                               "keeps them exactly. Off only to compare."}),
             },
             "optional": {
                 "source_video": ("IMAGE", {

@@ -34,6 +34,17 @@ def pytest_configure(config):
     config.pluginmanager.register(_RepoRootIsAPlainFolder(), "videodit-repo-root-as-folder")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+    Tiny models and clips are all overhead: a second thread only adds synchronisation, and on a
+    2-core machine busy with other work it can make them tens of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)

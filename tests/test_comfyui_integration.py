@@ -420,6 +420,55 @@ def test_text_to_video_prompt_with_progress_and_previews(server):
     assert Image.open(io.BytesIO(_view(server, frames[0]))).size == (32, 32)
 
 
+def test_vace_inpaint_api_twin_takes_an_image_or_a_mask_as_control_mask(server):
+    """control_mask is typed "MASK,IMAGE": ComfyUI's validation must accept both a mask video
+    (IMAGE, as the example ships) and a MASK (ComfyUI's own Convert Image to Mask), and refuse
+    anything else; the shipped API twin, shrunk, runs on a tiny VACE model."""
+    import copy
+    import urllib.error
+
+    import torch
+
+    from comfyui_videodit.media.encode import save_clip
+    from tiny_models import write_text_encoder, write_vace_dit, write_vae
+
+    models, inputs = server.base / "models", server.base / "input"
+    write_vace_dit(models / "diffusion_models", "wan2.1_vace_1.3B_fp16.safetensors")
+    write_vae(models / "vae", "wan_2.1_vae.safetensors", "2.1")
+    write_text_encoder(models / "text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors")
+    ramp = torch.linspace(0, 1, 64)
+    clip = torch.stack([ramp.roll(4 * t)[None, :, None].expand(64, 64, 3) for t in range(9)])
+    save_clip(clip, 16.0, "mp4", 19, inputs, ["example_source_clip.mp4"])
+    mask = torch.zeros(9, 64, 64, 3)
+    mask[:, 16:48, 16:48] = 1.0
+    save_clip(mask, 16.0, "mp4", 19, inputs, ["example_inpaint_mask.mp4"])
+
+    shipped = json.loads((REPO_ROOT / "example_workflows" / "api" /
+                          "vace_inpaint_wan21_1.3B.json").read_text(encoding="utf-8"))
+    shipped["8"]["inputs"].update(width=64, height=64, length=9)
+    shipped["6"]["inputs"]["frame_limit"] = shipped["7"]["inputs"]["frame_limit"] = 9
+    shipped["9"]["inputs"]["steps"] = 2
+    as_mask = copy.deepcopy(shipped)
+    as_mask["12"] = {"class_type": "ImageToMask", "inputs": {"image": ["7", 0], "channel": "red"}}
+    as_mask["8"]["inputs"]["control_mask"] = ["12", 0]
+    for label, prompt in (("IMAGE", shipped), ("MASK", as_mask)):
+        prompt["11"]["inputs"]["filename_prefix"] = f"vace_mask_{label}/VideoDiT"
+        queued = _post_json(server.url + "/prompt", {"prompt": prompt})
+        assert not queued.get("node_errors"), (label, queued)
+        record = _wait_for_history(server, queued["prompt_id"])
+        assert record["status"]["status_str"] == "success", (label, json.dumps(
+            record["status"])[-3000:])
+        saved = record["outputs"]["11"]["images"][0]
+        assert saved["filename"].endswith(".mp4") and len(_view(server, saved)) > 1000, label
+
+    wrong = copy.deepcopy(shipped)
+    wrong["8"]["inputs"]["control_mask"] = ["8", 1]  # a LATENT
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _post_json(server.url + "/prompt", {"prompt": wrong})
+    assert refused.value.code == 400
+    assert "control_mask" in refused.value.read().decode()
+
+
 def test_runtime_against_comfyuis_own_modules():
     """Memory manager, progress hook, interrupt flag and previews, in a ComfyUI process."""
     require_comfyui()

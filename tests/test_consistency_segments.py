@@ -27,12 +27,7 @@ SMALL = dict(frames=16, height=64, width=96)
 SUBTLE = dict(gain=(1.03, 0.99, 0.97), offset=(0.0, 0.0, 0.0))  # below the seam detector
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from comfyui_videodit.demo.palette import (ALL_COLOURS, BACKGROUND_COLOURS, GRAD
                                           OBJECT_COLOURS)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Clips are tiny: one thread is fastest, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _detection_errors(clip: clips.Clip, found: detector.Detection) -> list[str]:

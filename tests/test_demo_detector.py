@@ -12,13 +12,7 @@ from comfyui_videodit.demo import evaluate as ev
 from comfyui_videodit.demo.palette import BACKGROUND_COLOURS, OBJECT_COLOURS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Clips are tiny: one thread is fastest, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _one_object(shape: str, motion: str = "still", *, size: float = 6.0, colour: str = "orange",

@@ -33,35 +33,64 @@ FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 SHRINK = {
     "VideoDiTEmptyLatent": {"width": 64, "height": 64, "length": 9},
     "VideoDiTImageToVideo": {"width": 64, "height": 64, "length": 9},
+    "VideoDiTVACEConditioning": {"width": 64, "height": 64, "length": 9},
     "VideoDiTSampler": {"steps": 2},
     "VideoDiTFlowEditSampler": {"steps": 3, "skip_steps": 1},
+    # as many frames as the shrunk length: a VACE control video must have exactly that many
     "VideoDiTLoadVideo": {"frame_limit": 9},
 }
-RUN_TIMEOUT_S = 120
+# demo_long_video renders five windows at full demo settings: about a minute on an idle 2-core
+# CPU, several times that on a busy one; the others take seconds.
+RUN_TIMEOUT_S = 300
 
 
 def _write_tiny_models(models: Path) -> None:
-    from tiny_models import write_dit, write_text_encoder, write_vae
+    from tiny_models import write_dit, write_lora, write_text_encoder, write_vace_dit, write_vae
 
     write_dit(models / "diffusion_models", "wan2.1_t2v_1.3B_fp16.safetensors", "t2v")
     write_dit(models / "diffusion_models", "wan2.2_ti2v_5B_fp16.safetensors", "ti2v", seed=2)
+    # the A14B pair: two experts, each with its own 4-step LoRA
+    for expert, seed in (("high", 0), ("low", 5)):
+        write_dit(models / "diffusion_models",
+                  f"wan2.2_t2v_{expert}_noise_14B_fp8_scaled.safetensors", "t2v", seed=seed)
+    (models / "loras").mkdir(exist_ok=True)
+    write_lora(models / "loras", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors")
+    write_lora(models / "loras", "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
+               seed=1)
+    write_vace_dit(models / "diffusion_models", "wan2.1_vace_1.3B_fp16.safetensors")
+    write_vace_dit(models / "diffusion_models", "wan2.1_vace_14B_fp16.safetensors", seed=7)
     write_vae(models / "vae", "wan_2.1_vae.safetensors", "2.1")
     write_vae(models / "vae", "wan2.2_vae.safetensors", "2.2")
     write_text_encoder(models / "text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors")
 
 
 def _write_inputs(folder: Path) -> None:
+    import shutil
+
     import torch
     from PIL import Image
 
+    from comfyui_videodit.media.encode import save_clip
     from comfyui_videodit.runtime import io_folders
 
     frame = torch.zeros(64, 64, 3, dtype=torch.uint8)
     frame[16:40, 20:44] = torch.tensor([40, 90, 240], dtype=torch.uint8)
     Image.fromarray(frame.numpy()).save(folder / "example_start_frame.png")
-    import shutil
+    Image.fromarray(frame.numpy()).save(folder / "example_reference.png")
     shutil.copy(io_folders.DEMO_INPUT_DIR / "demo_source_clip.mp4",
                 folder / "example_source_clip.mp4")
+
+    def save(name: str, clip: torch.Tensor) -> None:
+        save_clip(clip, 16.0, "mp4", 19, folder, [name])
+
+    frames = 17
+    ramp = torch.linspace(0, 1, 64)
+    moving = torch.stack([ramp.roll(3 * t)[None, :, None].expand(64, 64, 3) for t in range(frames)])
+    save("example_pose_video.mp4", moving)
+    save("example_narrow_clip.mp4", moving[:, :, 16:48].contiguous())  # half as wide: outpainted
+    mask = torch.zeros(frames, 64, 64, 3)
+    mask[:, 16:48, 16:48] = 1.0  # white = regenerate
+    save("example_inpaint_mask.mp4", mask)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,7 @@ from comfyui_videodit.core.hooks import Hooks, SilentBar
 from comfyui_videodit.errors import Interrupted
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from threads, and on a shared 2-core box two threads can be
-    # 40x slower than one; restore afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def affine_pair(h, w, seed, *, angle_deg=2.0, scale=1.02, shift=(1.3, -0.7)):

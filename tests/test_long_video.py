@@ -208,6 +208,20 @@ def test_colour_fit_of_a_flat_overlap_uses_the_offset_not_a_wild_gain():
     assert (gain - 1).abs().max() < 0.05 and (offset - 0.1).abs().max() < 0.01
 
 
+def test_colour_fit_of_a_softened_overlap_leaves_the_contrast_alone():
+    """A regenerated overlap comes back blurrier than the frames it continues, with the same
+    colours: lost detail is not lost contrast, so the fit must not brighten the new window
+    (it did, by gains of 1.1-1.25 per window, and a long clip's colours ran away)."""
+    g = torch.Generator().manual_seed(4)
+    shading = torch.nn.functional.interpolate(_scene(5, seed=4).movedim(-1, 1), size=(64, 64),
+                                              mode="bilinear").movedim(1, -1)
+    sharp = (shading + 0.15 * (torch.rand(5, 64, 64, 3, generator=g) - 0.5)).clamp(0, 1)
+    blurred = torch.nn.functional.avg_pool2d(sharp.movedim(-1, 1), 3, stride=1, padding=1,
+                                             count_include_pad=False).movedim(1, -1)
+    gain, offset = lv.fit_colour(sharp, blurred)
+    assert (gain - 1).abs().max() < 0.03 and offset.abs().max() < 0.02
+
+
 def _plan(method, overlap=5):
     return lv.LongVideoPlan(method, 29, 17, overlap, (17, 17), (0, 12))
 
@@ -257,6 +271,33 @@ def test_colour_match_is_anchored_so_drift_does_not_pile_up():
     assert results[True].max() < 0.005
     assert results[False][20] > 0.02                               # unmatched: one error ...
     assert results[False][-1] > 3 * results[False][20]              # ... piles up
+
+
+def test_colour_match_leaves_the_vae_round_trip_of_kept_frames_alone():
+    """A TI2V-type model keeps the given frames' latents exactly: its shared frames come back
+    as the VAE round trip of the given ones (here a little brighter) and its new frames carry
+    no such error. Fitted to the clip's own frames, each window was "corrected" for the round
+    trip's error, the model carried each correction on, and the clip drifted further with every
+    window; fitted to the frames as the model was given them, nothing changes."""
+    plan = lv.LongVideoPlan("continue", 65, 17, 5, (17,) * 5, (0, 12, 24, 36, 48))
+    scene = _scene(65, seed=3)
+
+    def round_trip(frames):
+        return (frames * 1.04 + 0.03).clamp(0, 1)
+
+    drift = {}
+    for reference in ("round trip", "clip"):
+        out = torch.empty(65, 32, 32, 3)
+        filled = lv._join(out, 0, scene[:17], plan, True)
+        while filled < 65:
+            given = out[filled - 5:filled]
+            carried = (given - scene[filled - 5:filled]).mean()   # the model goes on from it
+            piece = torch.cat([round_trip(given), scene[filled:filled + 12] + carried])
+            shown = round_trip(given) if reference == "round trip" else None
+            filled = lv._join(out, filled, piece, plan, True, shown)
+        drift[reference] = (out[-12:] - scene[-12:]).mean().abs()
+    assert drift["round trip"] < 1e-3
+    assert drift["clip"] > 0.1
 
 
 # -- through the real sampler, on the tiny models ------------------------------------------------

@@ -33,7 +33,7 @@ from comfyui_videodit.core.latent_formats import WAN21
 from comfyui_videodit.core.placement import Placement
 from comfyui_videodit.errors import InputError
 from comfyui_videodit.families.base import LoadedWeights
-from comfyui_videodit.families.lora import LoraPatch, apply_lora, lora_patch
+from comfyui_videodit.families.lora import apply_lora, lora_patch
 from comfyui_videodit.families.model import ModelPatch, VideoModel
 from comfyui_videodit.families.registry import FAMILIES, load_model
 from comfyui_videodit.model_loaders.wan_dit_loader import load_wan_dit

@@ -51,14 +51,7 @@ DIM, LAYERS, VACE_IN = 256, 4, 96   # 256 wide: two 128-channel heads, as the lo
 GRID = (3, 4, 6)                   # latent frames, height, width
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are a few hundred tokens: one thread is fastest, and a second one only
-    spins while the cores are busy with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_model(vace_layers: tuple[int, ...]):

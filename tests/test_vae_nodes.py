@@ -15,14 +15,7 @@ from comfyui_videodit.runtime import progress as progress_module
 from comfyui_videodit.runtime.hooks import host_hooks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are all overhead: a second thread only adds synchronisation (and stalls
-    badly on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_vae(folder, name: str, cfg: WanVAEConfig, dtype=torch.float32):

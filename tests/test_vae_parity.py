@@ -25,14 +25,7 @@ CONFIGS = {
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are all overhead: a second thread only adds synchronisation (and stalls
-    badly on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_reference(cfg: WanVAEConfig):

@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 from comfyui_videodit.errors import InputError
 from comfyui_videodit.model_loaders.checkpoint_file import read_header
 from comfyui_videodit.model_loaders.wan_dit_loader import load_wan_dit
-from comfyui_videodit.model_loaders.wan_vae_loader import load_wan_vae
 
 from test_dit_loader import random_state
 

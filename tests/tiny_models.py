@@ -59,6 +59,18 @@ def write_dit(folder: Path, name: str, model_type: str = "t2v", *, seed: int = 0
     return folder / name
 
 
+def write_vace_dit(folder: Path, name: str, *, seed: int = 6) -> Path:
+    """A Wan 2.1 VACE DiT (text-to-video blocks plus VACE blocks after layers 0 and 1) in the
+    original layout, as the released wan2.1_vace_*.safetensors files are."""
+    config = WanDiTConfig(model_type="t2v", in_dim=16, out_dim=16, dim=256, ffn_dim=64,
+                          num_heads=2, num_layers=2, text_dim=TEXT_DIM, freq_dim=32,
+                          vace_layers=(0, 1))
+    network = WanDiT(config)
+    state = {f"model.diffusion_model.{k}": v for k, v in _scaled_random(network, seed).items()}
+    save_file(state, str(folder / name))
+    return folder / name
+
+
 def write_vae(folder: Path, name: str, version: str = "2.1") -> Path:
     config = WanVAEConfig(version, dim=8, decoder_dim=8, z_dim=16 if version == "2.1" else 48)
     torch.manual_seed(0)
