@@ -260,6 +260,13 @@ def drift_de(ctx: ClipContext) -> float:
     return drift
 
 
+# The least median step a seam ratio divides by. A step below about 2 dE is invisible however
+# calm the clip (2 dE over the detector's ratio of 8), so the tiny median step of a still or
+# deflickered shot must not turn an invisible 1 dE step into a failing seam (it did: 0.99 dE
+# over a median of 0.08 read as ratio 12 after the post-pass smoothed a clip).
+MEDIAN_STEP_FLOOR = 0.25
+
+
 def seam_ratio(ctx: ClipContext) -> float | None:
     """Largest Lab-mean step between consecutive frames over the median step, within shots."""
     step = ctx.bounds.step_de
@@ -267,7 +274,8 @@ def seam_ratio(ctx: ClipContext) -> float | None:
     ctx.per_frame["step_de"] = step.tolist()
     ctx.extras["cuts"] = list(ctx.bounds.cuts)
     ctx.extras["seams"] = list(ctx.bounds.seams)
-    return float(within.max() / within.median().clamp_min(0.05)) if within.numel() >= 2 else None
+    return (float(within.max() / within.median().clamp_min(MEDIAN_STEP_FLOOR))
+            if within.numel() >= 2 else None)
 
 
 def motion_smooth(ctx: ClipContext) -> float | None:
@@ -311,9 +319,6 @@ METRICS: dict[str, Callable[[ClipContext], float | None]] = {
 }
 
 
-# A step below this is invisible however calm the clip (the just-visible 2 dE over the detector's
-# ratio of 8), so a still shot's tiny median step does not turn noise into a seam.
-BOUNDARY_MEDIAN_FLOOR = 0.25
 
 
 def segment_ranges(ctx: ClipContext) -> list[tuple[int, int]]:
@@ -373,7 +378,7 @@ def boundary_seam(ctx: ClipContext) -> float | None:
     for ramp in spans.values():
         typical_pairs[[f - 1 for f in ramp]] = False
     typical = step[typical_pairs]
-    median = max(float(typical.median()) if typical.numel() else 0.0, BOUNDARY_MEDIAN_FLOOR)
+    median = max(float(typical.median()) if typical.numel() else 0.0, MEDIAN_STEP_FLOOR)
     shift, rgb = tracked_colour(ctx), _mean_rgb(ctx)
     starts = sorted(spans)
     before = torch.tensor([s - 1 for s in starts])

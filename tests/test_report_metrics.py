@@ -80,6 +80,21 @@ def test_seam_located(metrics):
     assert metrics["seam"].boundaries.seams == [8]
 
 
+def test_an_invisible_step_in_a_calm_clip_is_no_seam_but_a_visible_one_is():
+    """A deflickered or still clip has a tiny median step; a 1 dE step there is invisible and
+    must not fail as a seam (it read as ratio 12), while a 5 dE step still fails."""
+    g = torch.Generator().manual_seed(0)
+    base = 0.45 + 0.1 * torch.rand(1, 3, 48, 48, generator=g)
+    clip = base.repeat(24, 1, 1, 1) + 0.0005 * torch.randn(24, 3, 48, 48, generator=g)
+    ratios = {}
+    for step in (0.01, 0.05):   # about 1 and 5 dE on this grey
+        stepped = clip.clone()
+        stepped[12:] += step
+        ratios[step] = compute_metrics(stepped.clamp(0, 1)).values["seam_ratio"]
+    assert verdict_of("seam_ratio", ratios[0.01]) == "good"
+    assert verdict_of("seam_ratio", ratios[0.05]) == "fail"
+
+
 def test_frozen_clip_cannot_pass(metrics):
     frozen = metrics["frozen"]
     assert not frozen.dynamic
