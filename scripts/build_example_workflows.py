@@ -316,7 +316,7 @@ def demo_text_to_video() -> dict:
         4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=DEMO_PROMPT, negative=""),
         6: w("VideoDiTEmptyLatent", {"vae": (5, 0)}, width=64, height=64, length=17),
         7: w("VideoDiTSampler", {"model": (2, 0), "conditioning": (4, 0), "latent": (6, 0)},
-             seed=1, control="fixed", **DEMO_SAMPLING),
+             seed=0, control="fixed", **DEMO_SAMPLING),
         8: w("VideoDiTVAEDecode", {"vae": (5, 0), "latent": (7, 0)}),
         9: w("VideoDiTSaveVideo", {"images": (8, 0)}, fps=16.0, filename_prefix="videodit/demo_t2v"),
     })
@@ -376,7 +376,7 @@ def demo_long_video() -> dict:
         4: w("VideoDiTTextEncode", {"text_encoder": (3, 0)}, positive=DEMO_LONG_PROMPT,
              negative=""),
         6: w("VideoDiTExtendVideo", {"model": (2, 0), "conditioning": (4, 0), "vae": (5, 0)},
-             width=64, height=64, length=65, window=17, overlap=5, method="continue", seed=1,
+             width=64, height=64, length=65, window=17, overlap=5, method="continue", seed=0,
              control="fixed", **DEMO_SAMPLING),
         7: w("VideoDiTFrameConsistency", {"images": (6, 0), "segments": (6, 1)}),
         8: w("VideoDiTSaveVideo", {"images": (7, 0)}, fps=16.0,
