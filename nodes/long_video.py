@@ -23,25 +23,14 @@ _OVERLAP = {"default": 17, "min": 1, "max": 1021, "step": 4,
                        "more windows. About a fifth of the window is usual."}
 
 
-def _check_frame_widgets(window=None, overlap=None):
+def _window_problems(window=None, overlap=None):
     """Queue-time check of the window widgets; the length depends on source_video, which is
     not known then, and is checked when the node runs (still before any model work). (The
-    naive method ignores overlap, but a value no method could use is refused anyway.)"""
-    from ..errors import InputError
+    naive method ignores overlap, but a value no method could use is refused anyway.) Every
+    Wan VAE, the demo's too, makes one latent frame of 4 video frames."""
+    from ..samplers.long_video import window_problems
 
-    found = []
-    if window is not None and (window < 5 or (window - 1) % 4):
-        found.append(InputError(f"window must be 4k+1 frames (5, 9, ..., 81), got {window}",
-                                input="window", fix="use 17 for the demo model, 81 for Wan"))
-    if overlap is not None:
-        if overlap < 1 or (overlap - 1) % 4:
-            found.append(InputError(f"overlap must be 4k+1 frames (1, 5, 9, ...), got {overlap}",
-                                    input="overlap", fix="use 17 with an 81-frame window"))
-        elif window is not None and overlap >= window:
-            found.append(InputError(f"overlap ({overlap}) must be smaller than the window "
-                                    f"({window})", input="overlap",
-                                    fix=f"use at most {window - 4}"))
-    return found
+    return window_problems(window, overlap, temporal_factor=4)
 
 
 @videodit_node("VideoDiTExtendVideo", "VideoDiT Extend Video", "sampling")
@@ -135,7 +124,7 @@ class VideoDiTExtendVideo:
         problems = [validate_video_shape(width, height), validate_numbers(
             cls, window=window, overlap=overlap, cfg=cfg, shift=shift, boundary=boundary)]
         found = [p for p in problems if p is not True]
-        found += [str(e) for e in _check_frame_widgets(window, overlap)]
+        found += [str(e) for e in _window_problems(window, overlap)]
         return "\n".join(found) or True
 
     def render(self, model, conditioning, vae, width, height, length, window, overlap, method,
@@ -196,16 +185,18 @@ class VideoDiTContextWindows:
 
     @classmethod
     def VALIDATE_INPUTS(cls, window, overlap):
-        found = [str(e) for e in _check_frame_widgets(window, overlap)]
+        found = [str(e) for e in _window_problems(window, overlap)]
         return "\n".join(found) or True
 
     def apply(self, model, window, overlap):
         from ..families.context_windows import ContextWindows
+        from ..samplers.long_video import window_problems
 
-        found = _check_frame_widgets(int(window), int(overlap))
+        temporal = model.latent_format.temporal_factor
+        found = window_problems(int(window), int(overlap), temporal_factor=temporal)
         if found:
             raise found[0]
-        patch = ContextWindows(int(window), int(overlap), model.latent_format.temporal_factor)
+        patch = ContextWindows(int(window), int(overlap), temporal)
         return (model.with_patch(patch),)
 
 

@@ -86,6 +86,29 @@ def _snap(frames: int, temporal: int) -> str:
     return f"{lower} or {lower + temporal}"
 
 
+def window_problems(window: int | None, overlap: int | None, *,
+                    temporal_factor: int = 4) -> list[InputError]:
+    """Everything wrong with a window / overlap pair (either may be None: not known yet), for
+    the planner and for the nodes' queue-time checks alike."""
+    tf = temporal_factor
+    found = []
+    if window is not None and (not _is_4k1(window, tf) or window < 1 + tf):
+        found.append(InputError(f"window must be 4k+1 frames and at least {1 + tf}, got "
+                                f"{window}", input="window", fix=f"use "
+                                f"{_snap(max(window, 1 + tf), tf)} (Wan is trained on 81, the "
+                                "demo model on 17)"))
+    if overlap is not None:
+        if not _is_4k1(overlap, tf):
+            found.append(InputError(f"overlap must be 4k+1 frames, got {overlap}",
+                                    input="overlap", fix=f"use {_snap(overlap, tf)}"))
+        elif window is not None and overlap >= window:
+            found.append(InputError(f"overlap ({overlap}) must be smaller than the window "
+                                    f"({window})", input="overlap", fix=f"use at most "
+                                    f"{window - tf}; about a fifth of the window is usual (17 "
+                                    "for 81)"))
+    return found
+
+
 def plan_long_video(length: int, window: int, overlap: int, method: str, *,
                     source_frames: int = 0, temporal_factor: int = 4) -> LongVideoPlan:
     """Check the frame counts and lay out the pieces; every refusal names the fix."""
@@ -93,20 +116,11 @@ def plan_long_video(length: int, window: int, overlap: int, method: str, *,
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", input="method",
                          fix=f"pick one of {', '.join(METHODS)}")
-    if not _is_4k1(window, tf) or window < 1 + tf:
-        raise InputError(f"window must be 4k+1 frames and at least {1 + tf}, got {window}",
-                         input="window", fix=f"use {_snap(max(window, 1 + tf), tf)} (Wan is "
-                         "trained on 81, the demo model on 17)")
     if method == NAIVE:
         overlap = 1     # the last frame only, whatever the overlap widget says
-    else:
-        if not _is_4k1(overlap, tf):
-            raise InputError(f"overlap must be 4k+1 frames, got {overlap}", input="overlap",
-                             fix=f"use {_snap(overlap, tf)}")
-        if overlap >= window:
-            raise InputError(f"overlap ({overlap}) must be smaller than the window ({window})",
-                             input="overlap", fix=f"use at most {window - tf}; about a fifth "
-                             "of the window is usual (17 for 81)")
+    found = window_problems(window, None if method == NAIVE else overlap, temporal_factor=tf)
+    if found:
+        raise found[0]
     if source_frames:
         if source_frames < overlap:
             raise InputError(f"source_video has {source_frames} frames, fewer than the overlap "
@@ -237,9 +251,16 @@ def crossfade(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
 
 
 # -- conditioning a continued window --------------------------------------------------------------
+def _takes_first_frames(model) -> bool:
+    """A TI2V-type model: continued from clean first latent frames (neither VACE nor the
+    mask + image channels)."""
+    return not (model.image_inputs.vace or model.image_inputs.channels)
+
+
 def continuation_conditioning(model, vae, conditioning: VideoDiTConditioning,
-                              given: torch.Tensor, frames: int, *, hooks: Hooks = NO_HOOKS
-                              ) -> VideoDiTConditioning:
+                              given: torch.Tensor, frames: int, *,
+                              given_latent: torch.Tensor | None = None,
+                              hooks: Hooks = NO_HOOKS) -> VideoDiTConditioning:
     """``conditioning`` for a window of ``frames`` frames whose first ``len(given)`` frames
     (4k+1 of them) are ``given`` (IMAGE), in the form ``model`` was trained with.
 
@@ -249,6 +270,7 @@ def continuation_conditioning(model, vae, conditioning: VideoDiTConditioning,
     channels, the rest grey with mask 0. CLIP image tokens, if any, stay those of the original
     start image: they say what the subject looks like, which should not drift either. A VACE
     model instead gets a VACE context that keeps the given frames and regenerates the rest.
+    ``given_latent``: the raw latent of ``given``, when the caller has encoded it already.
     """
     fmt = vae.latent_format
     tf = fmt.temporal_factor
@@ -276,7 +298,9 @@ def continuation_conditioning(model, vae, conditioning: VideoDiTConditioning,
         mask[:, :count + tf - 1] = 1
         mask = mask.view(1, t, tf, h, w).transpose(1, 2)
         return base.replace(concat_latent=torch.cat([mask, latents], dim=1))
-    extras[FIRST_FRAMES_KEY] = fmt.normalize(vae.encode(given, hooks=hooks))
+    if given_latent is None:
+        given_latent = vae.encode(given, hooks=hooks)
+    extras[FIRST_FRAMES_KEY] = fmt.normalize(given_latent)
     return base.replace(concat_latent=None, extras=extras)
 
 
@@ -409,8 +433,15 @@ def render_long_video(model, conditioning, vae, *, width, height, length, window
         filled = source.shape[0]
     for index, frames in enumerate(plan.renders):
         hooks.check_interrupt()
-        cond = conditioning if filled == 0 else continuation_conditioning(
-            model, vae, conditioning, out[filled - plan.overlap:filled], frames, hooks=hooks)
+        given = out[filled - plan.overlap:filled] if filled else None
+        matched = given is not None and color_match and plan.method != NAIVE
+        # The given frames' latent, encoded once: a TI2V-type model is conditioned on it, and
+        # the colour fit decodes it again (below).
+        given_latent = (vae.encode(given, hooks=hooks)
+                        if matched or (given is not None and _takes_first_frames(model))
+                        else None)
+        cond = conditioning if given is None else continuation_conditioning(
+            model, vae, conditioning, given, frames, given_latent=given_latent, hooks=hooks)
         shape = list(fmt.latent_shape(1, frames, height, width))
         vace = cond.extras.get(VACE_KEY)
         if isinstance(vace, VaceInputs):   # its reference images sit in front of the clip
@@ -420,14 +451,11 @@ def render_long_video(model, conditioning, vae, *, width, height, length, window
                                dataclasses.replace(settings, seed=settings.seed + index),
                                model_low_noise=model_low_noise, hooks=hooks)
         piece = vae.decode(sampled, hooks=hooks)
-        shown = None
-        if filled and color_match and plan.method != NAIVE:
-            # The given frames as the model saw them: through the VAE and back. That round
-            # trip changes colour a little by itself, and a TI2V-type model keeps those
-            # latents exactly, so a fit against the clip's own frames would "correct" the
-            # round trip's error on every window, and every window would carry it further.
-            shown = vae.decode(vae.encode(out[filled - plan.overlap:filled], hooks=hooks),
-                               hooks=hooks)
+        # The given frames as the model saw them: through the VAE and back. That round trip
+        # changes colour a little by itself, and a TI2V-type model keeps those latents
+        # exactly, so a fit against the clip's own frames would "correct" the round trip's
+        # error on every window, and every window would carry it further.
+        shown = vae.decode(given_latent, hooks=hooks) if matched else None
         filled = _join(out, filled, piece, plan, color_match, shown)
     return LongVideo(out, list(plan.starts), plan.blended)
 
