@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..core import host_memory
 from ..core.conditioning import FIRST_FRAMES_KEY, VideoDiTConditioning
+from ..core.finite import all_finite
 from ..core.hooks import NO_HOOKS, Hooks
 from ..core.latent_formats import LATENT_FORMAT_KEY
 from ..errors import InputError
@@ -35,10 +36,35 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
         new_h = max(1, round(w / target))
         top = (h - new_h) // 2
         frames = frames[:, :, top:top + new_h]
+    return resize_images(frames.movedim(1, -1), width, height)
+
+
+def resize_images(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """IMAGE ``[N, h, w, C]`` -> ``[N, height, width, C]`` (antialiased bicubic, clamped to
+    0..1); the aspect is the caller's business."""
+    frames = images.movedim(-1, 1).float()
     if frames.shape[-2:] != (height, width):
         frames = F.interpolate(frames, size=(height, width), mode="bicubic", antialias=True,
                                align_corners=False)
     return frames.clamp(0, 1).movedim(1, -1)
+
+
+def checked_frames(images, input: str, *, fix: str, single_image: bool = True) -> torch.Tensor:
+    """An IMAGE input as float32 CPU frames ``[N, H, W, 3]`` (an alpha channel dropped; a single
+    ``[H, W, 3]`` image taken as one frame when ``single_image``), or an error naming
+    ``input``: another shape, no frames, or a NaN or infinite value (it would end as a black
+    clip)."""
+    dims = (3, 4) if single_image else (4,)
+    if not isinstance(images, torch.Tensor) or images.ndim not in dims \
+            or images.shape[-1] not in (3, 4) or images.numel() == 0:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise InputError(f"expected IMAGE frames [frames, height, width, 3], got {shape}",
+                         input=input, fix=fix)
+    frames = (images if images.ndim == 4 else images[None])[..., :3].float().cpu()
+    if not all_finite(frames):
+        raise InputError(f"{input} contains NaN or infinite values", input=input,
+                         fix="check the node that made it")
+    return frames
 
 
 def check_video_size(vae, width: int, height: int, length: int, batch_size: int = 1) -> None:

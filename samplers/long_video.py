@@ -43,7 +43,7 @@ from ..core.latent_formats import LATENT_FORMAT_KEY
 from ..core.segments import VideoSegments
 from ..errors import InputError
 from .denoise import SamplingSettings, sample_video
-from .image_conditioning import check_fits_in_memory, check_video_size
+from .image_conditioning import check_fits_in_memory, check_video_size, checked_frames
 from .vace_conditioning import vace_conditioning
 
 CONTINUE, CONTEXT_WINDOWS, NAIVE = "continue", "context windows", "naive"
@@ -308,22 +308,14 @@ def continuation_conditioning(model, vae, conditioning: VideoDiTConditioning,
 def check_source_video(source_video, width: int, height: int) -> torch.Tensor | None:
     if source_video is None:
         return None
-    if not isinstance(source_video, torch.Tensor) or source_video.ndim != 4 \
-            or source_video.shape[-1] < 3 or source_video.shape[0] == 0:
-        shape = (tuple(source_video.shape) if isinstance(source_video, torch.Tensor)
-                 else type(source_video).__name__)
-        raise InputError(f"expected IMAGE frames [frames, height, width, 3], got {shape}",
-                         input="source_video", fix="connect a clip, e.g. from VideoDiT Load Video")
-    frames = source_video[..., :3].float().cpu()
+    frames = checked_frames(source_video, "source_video", single_image=False,
+                            fix="connect a clip, e.g. from VideoDiT Load Video")
     if tuple(frames.shape[1:3]) != (height, width):
         raise InputError(f"source_video is {frames.shape[2]}x{frames.shape[1]} but width x "
                          f"height is {width}x{height}", input="source_video",
                          fix=f"set width {frames.shape[2]} and height {frames.shape[1]} (if the "
                          "model takes that size), or load the clip at the size you render with "
                          "VideoDiT Load Video's size settings")
-    if not torch.isfinite(frames).all():
-        raise InputError("source_video contains NaN or infinite values", input="source_video",
-                         fix="check the node that made it")
     return frames
 
 

@@ -30,7 +30,7 @@ from ..core.finite import all_finite
 from ..core.hooks import NO_HOOKS, Hooks
 from ..core.latent_formats import LATENT_FORMAT_KEY, WAN21
 from ..errors import InputError
-from .image_conditioning import check_video_size, fit_image
+from .image_conditioning import check_video_size, checked_frames, fit_image, resize_images
 
 # Each reference image is one more latent frame the model attends to; Wan VACE composes a few
 # (a face, an object, a background). More than this is refused rather than silently diluted.
@@ -127,21 +127,14 @@ def _fit(frames: torch.Tensor, width: int, height: int, fit: str, fill: float) -
     if fit == "crop":
         return fit_image(frames, width, height)
     if fit == "stretch":
-        return _resize(frames, height, width)
+        return resize_images(frames, width, height)
     h, w = frames.shape[1:3]
     scale = min(width / w, height / h)
     new_h, new_w = min(height, max(1, round(h * scale))), min(width, max(1, round(w * scale)))
     top, left = (height - new_h) // 2, (width - new_w) // 2
     canvas = torch.full((frames.shape[0], height, width, frames.shape[3]), fill)
-    canvas[:, top:top + new_h, left:left + new_w] = _resize(frames, new_h, new_w)
+    canvas[:, top:top + new_h, left:left + new_w] = resize_images(frames, new_w, new_h)
     return canvas
-
-
-def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    channels_first = frames.movedim(-1, 1).float()
-    resized = F.interpolate(channels_first, size=(height, width), mode="bicubic",
-                            antialias=True, align_corners=False)
-    return resized.clamp(0, 1).movedim(1, -1)
 
 
 def reference_canvas(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -216,14 +209,7 @@ def _check_conditioning(conditioning) -> None:
 def _check_images(images, name: str) -> torch.Tensor | None:
     if images is None:
         return None
-    if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4) \
-            or images.shape[-1] not in (3, 4) or images.numel() == 0:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InputError(f"expected IMAGE frames [frames, height, width, 3], got {shape}",
-                         input=name, fix="connect an IMAGE output, e.g. VideoDiT Load Video")
-    images = (images if images.ndim == 4 else images[None])[..., :3].float().cpu()
-    _check_finite(images, name)
-    return images
+    return checked_frames(images, name, fix="connect an IMAGE output, e.g. VideoDiT Load Video")
 
 
 def _check_mask(mask) -> torch.Tensor | None:
@@ -238,14 +224,10 @@ def _check_mask(mask) -> torch.Tensor | None:
     if mask.ndim == 4:  # a mask video loaded as IMAGE: its grey level
         mask = mask[..., :3].float().mean(dim=-1)
     mask = (mask if mask.ndim == 3 else mask[None]).float().cpu()
-    _check_finite(mask, "control_mask")
-    return mask
-
-
-def _check_finite(tensor: torch.Tensor, name: str) -> None:
-    if not all_finite(tensor):
-        raise InputError("contains NaN or infinite values", input=name,
+    if not all_finite(mask):
+        raise InputError("control_mask contains NaN or infinite values", input="control_mask",
                          fix="check the node that made it")
+    return mask
 
 
 def _check_frames(video: torch.Tensor | None, mask: torch.Tensor | None, length: int) -> None:
