@@ -262,11 +262,10 @@ def image_to_video_report(first_frame_psnr: list[float], motion: list[bool]) -> 
 def edit_report(changed: list[ColourJudgement], gaps: list[float]) -> dict:
     """A recolouring edit: colour changed (judged like text to video: first frames, last
     frames and whole clip) and the gap between the source's and the edit's trajectories."""
-    finite = sorted(g for g in gaps if g != float("inf"))
     return {"clips": len(changed),
             "colour_changed": _rate(c.right for c in changed),
             "colour_changed_whole_clip": _rate(c.whole_clip for c in changed),
-            "trajectory_gap_median_px": round(finite[len(finite) // 2], 2) if finite else None,
+            "trajectory_gap_median_px": _median([g for g in gaps if g != float("inf")]),
             "trajectory_within_4px": _rate(g <= 4.0 for g in gaps)}
 
 
