@@ -18,7 +18,7 @@ def validate_video_shape(width=None, height=None, length=None, batch_size=None):
     here too. Linked inputs arrive as None and are checked when the node runs."""
     from ..core.latent_formats import FORMATS
     from ..errors import InputError
-    from ..samplers.image_conditioning import check_fits_in_memory
+    from ..samplers.image_conditioning import check_fits_in_memory, frame_count_choices
 
     multiple = min(fmt.spatial_factor * 2 for fmt in FORMATS.values())
     temporal = min(fmt.temporal_factor for fmt in FORMATS.values())
@@ -37,9 +37,8 @@ def validate_video_shape(width=None, height=None, length=None, batch_size=None):
             found.append(InputError(f"must be a multiple of {multiple}, got {value}",
                                     input=name, fix=f"use {lower} or {lower + multiple}"))
         elif name == "length" and (value - 1) % temporal:
-            snapped = (value - 1) // temporal * temporal + 1
             found.append(InputError(f"length must be 4k+1 frames, got {value}", input=name,
-                                    fix=f"use {snapped} or {snapped + temporal} (Wan's "
+                                    fix=f"use {frame_count_choices(value, temporal)} (Wan's "
                                     "default is 81)"))
     if not found and None not in (width, height, length):
         try:

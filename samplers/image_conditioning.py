@@ -67,14 +67,21 @@ def checked_frames(images, input: str, *, fix: str, single_image: bool = True) -
     return frames
 
 
+def frame_count_choices(frames: int, temporal: int) -> str:
+    """The valid (4k+1) frame counts on either side of ``frames``, as a fix names them:
+    "77 or 81"."""
+    lower = max(1, (frames - 1) // temporal * temporal + 1)
+    return f"{lower} or {lower + temporal}"
+
+
 def check_video_size(vae, width: int, height: int, length: int, batch_size: int = 1) -> None:
     fmt = vae.latent_format
     check_fits_in_memory(width, height, length, batch_size)
     multiple = fmt.spatial_factor * 2  # the DiT patches latents 2x2
     if (length - 1) % fmt.temporal_factor:
-        snapped = (length - 1) // fmt.temporal_factor * fmt.temporal_factor + 1
         raise InputError(f"length must be 4k+1 frames, got {length}", input="length",
-                         fix=f"use {snapped} or {snapped + fmt.temporal_factor} (Wan's default is 81)")
+                         fix=f"use {frame_count_choices(length, fmt.temporal_factor)} (Wan's "
+                         "default is 81)")
     for name, value in (("width", width), ("height", height)):
         if value % multiple:
             lower = max(multiple, value // multiple * multiple)

@@ -43,7 +43,8 @@ from ..core.latent_formats import LATENT_FORMAT_KEY
 from ..core.segments import VideoSegments
 from ..errors import InputError
 from .denoise import SamplingSettings, sample_video
-from .image_conditioning import check_fits_in_memory, check_video_size, checked_frames
+from .image_conditioning import (check_fits_in_memory, check_video_size, checked_frames,
+                                  frame_count_choices)
 from .vace_conditioning import vace_conditioning
 
 CONTINUE, CONTEXT_WINDOWS, NAIVE = "continue", "context windows", "naive"
@@ -81,11 +82,6 @@ def _is_4k1(frames: int, temporal: int) -> bool:
     return frames >= 1 and (frames - 1) % temporal == 0
 
 
-def _snap(frames: int, temporal: int) -> str:
-    lower = max(1, (frames - 1) // temporal * temporal + 1)
-    return f"{lower} or {lower + temporal}"
-
-
 def window_problems(window: int | None, overlap: int | None, *,
                     temporal_factor: int = 4) -> list[InputError]:
     """Everything wrong with a window / overlap pair (either may be None: not known yet), for
@@ -95,12 +91,12 @@ def window_problems(window: int | None, overlap: int | None, *,
     if window is not None and (not _is_4k1(window, tf) or window < 1 + tf):
         found.append(InputError(f"window must be 4k+1 frames and at least {1 + tf}, got "
                                 f"{window}", input="window", fix=f"use "
-                                f"{_snap(max(window, 1 + tf), tf)} (Wan is trained on 81, the "
+                                f"{frame_count_choices(max(window, 1 + tf), tf)} (Wan is trained on 81, the "
                                 "demo model on 17)"))
     if overlap is not None:
         if not _is_4k1(overlap, tf):
             found.append(InputError(f"overlap must be 4k+1 frames, got {overlap}",
-                                    input="overlap", fix=f"use {_snap(overlap, tf)}"))
+                                    input="overlap", fix=f"use {frame_count_choices(overlap, tf)}"))
         elif window is not None and overlap >= window:
             found.append(InputError(f"overlap ({overlap}) must be smaller than the window "
                                     f"({window})", input="overlap", fix=f"use at most "
@@ -139,7 +135,7 @@ def plan_long_video(length: int, window: int, overlap: int, method: str, *,
     else:
         if not _is_4k1(length, tf):
             raise InputError(f"length must be 4k+1 frames, got {length}", input="length",
-                             fix=f"use {_snap(length, tf)}")
+                             fix=f"use {frame_count_choices(length, tf)}")
         if length < window:
             raise InputError(f"length ({length}) is shorter than one window ({window})",
                              input="length", fix=f"use at least {window}, or a smaller window "
